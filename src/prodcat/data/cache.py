@@ -1,0 +1,455 @@
+"""Encode a title file once into an on-disk cache of fixed-width token ids, memory-mapped.
+
+A cache folder holds one row per kept title:
+
+- `tokens.bin`  (rows, max_tokens) uint32 ids into `tokens.txt` (0 = [PAD], 1 = [UNK])
+- `lengths.bin` (rows,) uint16 tokens per title, after truncation
+- `labels.bin`  (rows,) int32 ids into `labels.txt`, -1 where the file has no labels
+- `languages.bin`, `qualities.bin` (rows,) int8 ids into the names in `meta.json`, -1 if none
+- `lines.bin`   (rows,) int64 line of the row in the source file, for error messages
+- `token_counts.npy` occurrences of each token in the whole file; `meta.json` the rest
+
+The file is read and tokenised once. Token ids are handed out as tokens first appear; when
+more than `cache_vocab` distinct tokens are tracked, the rarer half is forgotten (they
+become [UNK] unless they come back), which bounds memory however many brands and model
+codes a file holds. A last pass renumbers ids by frequency, in place, block by block.
+The cache is keyed on the file (path, size, modification time) and every setting that
+changes the ids, so a second run over the same file and settings reuses it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prodcat.data.readers import RowBatch, TableReader
+from prodcat.data.text import tokenize
+from prodcat.errors import DataError
+
+CACHE_VERSION = 1
+PAD, UNK = "[PAD]", "[UNK]"
+ARRAYS = {
+    "tokens": np.uint32,
+    "lengths": np.uint16,
+    "labels": np.int32,
+    "languages": np.int8,
+    "qualities": np.int8,
+    "lines": np.int64,
+}
+RENUMBER_BLOCK = 1 << 20
+
+
+def default_cache_root() -> Path:
+    """`$PRODCAT_CACHE`, else `~/.cache/prodcat`."""
+    env = os.environ.get("PRODCAT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "prodcat"
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def cache_key(path: Path, data_cfg) -> str:
+    """A digest of the file's identity and every setting that changes the encoded ids."""
+    settings = {
+        "version": CACHE_VERSION,
+        "file": _file_identity(path),
+        "format": data_cfg.format,
+        "columns": data_cfg.columns.model_dump(),
+        "tokenizer": data_cfg.tokenizer.model_dump(),
+        "max_tokens": data_cfg.max_tokens,
+        "cache_vocab": data_cfg.cache_vocab,
+        "token_to_index": _file_identity(data_cfg.token_to_index)
+        if data_cfg.token_to_index
+        else None,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass
+class EncodeStats:
+    """What encoding a file read, kept and dropped."""
+
+    rows_read: int = 0
+    rows: int = 0
+    empty_titles: int = 0
+    titles_without_tokens: int = 0
+    truncated_titles: int = 0
+    tokens_pruned: int = 0
+    skipped_lines: list[int] = field(default_factory=list)  # first few, for the summary
+
+
+class EncodedFile:
+    """A cache folder opened read-only; arrays are memory-mapped."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta: dict[str, Any] = json.loads((self.folder / "meta.json").read_text())
+        self.n_rows: int = self.meta["rows"]
+        self.max_tokens: int = self.meta["max_tokens"]
+
+    def _array(self, name: str) -> np.ndarray:
+        shape = (self.n_rows, self.max_tokens) if name == "tokens" else (self.n_rows,)
+        if self.n_rows == 0:
+            return np.zeros(shape, dtype=ARRAYS[name])
+        return np.memmap(self.folder / f"{name}.bin", dtype=ARRAYS[name], mode="r", shape=shape)
+
+    @cached_property
+    def tokens(self) -> np.ndarray:
+        return self._array("tokens")
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        return self._array("lengths")
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return self._array("labels")
+
+    @cached_property
+    def languages(self) -> np.ndarray:
+        return self._array("languages")
+
+    @cached_property
+    def qualities(self) -> np.ndarray:
+        return self._array("qualities")
+
+    @cached_property
+    def lines(self) -> np.ndarray:
+        return self._array("lines")
+
+    @cached_property
+    def vocabulary(self) -> list[str]:
+        return (self.folder / "tokens.txt").read_text(encoding="utf-8").split("\n")
+
+    @cached_property
+    def token_counts(self) -> np.ndarray:
+        return np.load(self.folder / "token_counts.npy")
+
+    @cached_property
+    def label_names(self) -> list[str]:
+        text = (self.folder / "labels.txt").read_text(encoding="utf-8")
+        return text.split("\n") if text else []
+
+    @property
+    def source(self) -> str:
+        return self.meta["source"]["path"]
+
+    @property
+    def has_labels(self) -> bool:
+        return self.meta["fields"].get("label") is not None
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+
+class _Appender:
+    """Raw binary columns written batch by batch, so memory stays bounded."""
+
+    def __init__(self, folder: Path):
+        self.files = {name: open(folder / f"{name}.bin", "wb") for name in ARRAYS}
+
+    def write(self, **arrays: np.ndarray) -> None:
+        for name, values in arrays.items():
+            self.files[name].write(np.ascontiguousarray(values, dtype=ARRAYS[name]).tobytes())
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+class _TokenTable:
+    """Token -> provisional id with counts; forgets the rarer half when it grows too large."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.ids: dict[str, int] = {}
+        self.names: list[str | None] = [PAD, UNK]
+        self.counts = np.zeros(1 << 16, dtype=np.int64)
+        self.pruned = 0
+
+    def add(self, vocabulary: list[str], counts: np.ndarray) -> np.ndarray:
+        """Ids of a chunk's distinct tokens, counting their occurrences."""
+        ids = np.empty(len(vocabulary), dtype=np.int64)
+        table, names = self.ids, self.names
+        for i, token in enumerate(vocabulary):
+            pid = table.get(token)
+            if pid is None:
+                pid = table[token] = len(names)
+                names.append(token)
+            ids[i] = pid
+        if len(names) > len(self.counts):
+            self.counts = np.resize(self.counts, max(len(names), 2 * len(self.counts)))
+            self.counts[len(self.counts) // 2 :] = 0
+        np.add.at(self.counts, ids, counts)
+        if len(table) > self.capacity:
+            self._prune()
+        return ids
+
+    def _prune(self) -> None:
+        live = np.fromiter(self.ids.values(), dtype=np.int64, count=len(self.ids))
+        order = np.argsort(self.counts[live], kind="stable")
+        forget = live[order[: len(live) - self.capacity // 2]]
+        for pid in forget.tolist():
+            del self.ids[self.names[pid]]
+            self.names[pid] = None
+        self.pruned += len(forget)
+
+    def final_ids(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Renumbering by frequency: provisional id -> final id, final names and counts."""
+        live = np.fromiter(self.ids.values(), dtype=np.int64, count=len(self.ids))
+        counts = self.counts[live]
+        order = np.lexsort((live, -counts))
+        live = live[order]
+        remap = np.ones(len(self.names), dtype=np.uint32)  # forgotten -> [UNK]
+        remap[0] = 0
+        remap[live] = np.arange(2, 2 + len(live), dtype=np.uint32)
+        names = [PAD, UNK] + [self.names[pid] for pid in live.tolist()]
+        final_counts = np.concatenate([[0, 0], counts[order]]).astype(np.int64)
+        return remap, names, final_counts
+
+
+class _Codes:
+    """First-come ids of small categorical columns (labels, languages, qualities)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def encode(self, column: pa.ChunkedArray) -> np.ndarray:
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        local = np.array(
+            [self.ids.setdefault(name, len(self.ids)) for name in encoded.dictionary.to_pylist()],
+            dtype=np.int64,
+        )
+        return local[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.ids)
+
+
+def _load_token_to_index(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            mapping = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read the token_to_index file: {e}", path) from None
+    if not isinstance(mapping, dict):
+        raise DataError("token_to_index must be a JSON object of token -> id", path)
+    names = [""] * (max(mapping.values(), default=1) + 1)
+    for token, index in mapping.items():
+        names[index] = token
+    names[0], names[1] = PAD, UNK
+    return names
+
+
+def _blank(column: pa.ChunkedArray | None, n: int) -> np.ndarray:
+    if column is None:
+        return np.ones(n, dtype=bool)
+    text = pc.utf8_trim_whitespace(pc.fill_null(column, ""))
+    return pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+
+
+def encode_file(
+    path: str | Path,
+    data_cfg,
+    cache_root: str | Path | None = None,
+    *,
+    require_labels: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> EncodedFile:
+    """Encode `path` into its cache folder (or reuse the folder made earlier); return it.
+
+    `progress(bytes_done, bytes_total)` is called after each batch of rows.
+    """
+    path = Path(path)
+    reader = TableReader(path, data_cfg.columns, data_cfg.format)
+    reader.require("text")
+    if require_labels:
+        reader.require("label")
+    course_ids = data_cfg.token_to_index is not None
+    if course_ids:
+        reader.require("tokens")
+    root = Path(cache_root or data_cfg.cache_dir or default_cache_root())
+    folder = root / f"{path.name}-{cache_key(path, data_cfg)}"
+    if (folder / "meta.json").is_file():
+        return EncodedFile(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / f".{folder.name}.{os.getpid()}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        _encode_into(work, reader, data_cfg, course_ids, progress)
+        # Rename last: a killed run leaves only a temporary folder, never a half cache.
+        if (folder / "meta.json").is_file():
+            shutil.rmtree(work)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(work, folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return EncodedFile(folder)
+
+
+def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, progress) -> None:
+    width = data_cfg.max_tokens
+    stats = EncodeStats()
+    table = _TokenTable(data_cfg.cache_vocab)
+    course_vocab = _load_token_to_index(data_cfg.token_to_index) if course_ids else None
+    labels, languages, qualities = _Codes(), _Codes(), _Codes()
+    out = _Appender(work)
+    total_bytes = reader.path.stat().st_size
+    try:
+        for batch in reader.batches():
+            stats.rows_read += len(batch)
+            batch = _drop_empty_titles(batch, reader, stats)
+            n = len(batch)
+            if n == 0:
+                continue
+            label_ids = _label_ids(batch, reader, labels)
+            if course_ids:
+                ids, row, pos = _course_tokens(batch, len(course_vocab), reader)
+            else:
+                chunk = tokenize(batch.column("text").combine_chunks(), data_cfg.tokenizer)
+                chunk_counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
+                ids = table.add(chunk.vocabulary, chunk_counts)[chunk.codes]
+                row, pos = chunk.row, chunk.positions()
+            lengths = np.bincount(row, minlength=n)
+            keep = pos < width
+            matrix = np.zeros((n, width), dtype=np.uint32)
+            matrix[row[keep], pos[keep]] = ids[keep]
+            stats.truncated_titles += int((lengths > width).sum())
+            stats.titles_without_tokens += int((lengths == 0).sum())
+            out.write(
+                tokens=matrix,
+                lengths=np.minimum(lengths, width),
+                labels=label_ids,
+                languages=_optional_codes(batch, "language", languages),
+                qualities=_optional_codes(batch, "quality", qualities),
+                lines=batch.first_line + (batch.kept if batch.kept is not None else np.arange(n)),
+            )
+            stats.rows += n
+            if progress:
+                progress(min(reader.bytes_read(), total_bytes), total_bytes)
+    finally:
+        out.close()
+    if stats.rows_read == 0:
+        raise DataError("the file has a header but no rows", reader.path)
+    if course_ids:
+        names = course_vocab
+        counts = _course_counts(work, stats.rows, width, len(names))
+    else:
+        remap, names, counts = table.final_ids()
+        _renumber(work / "tokens.bin", remap, stats.rows, width)
+        stats.tokens_pruned = table.pruned
+    (work / "tokens.txt").write_text("\n".join(names), encoding="utf-8")
+    np.save(work / "token_counts.npy", counts)
+    (work / "labels.txt").write_text("\n".join(labels.names), encoding="utf-8")
+    meta = {
+        "version": CACHE_VERSION,
+        "source": _file_identity(reader.path),
+        "format": reader.format,
+        "fields": {f: reader.fields.get(f) for f in ("text", "label", "language", "quality", "id")},
+        "rows": stats.rows,
+        "max_tokens": width,
+        "languages": languages.names,
+        "qualities": qualities.names,
+        "stats": stats.__dict__,
+        "settings": {
+            "tokenizer": data_cfg.tokenizer.model_dump(),
+            "columns": data_cfg.columns.model_dump(),
+            "token_to_index": str(data_cfg.token_to_index) if course_ids else None,
+        },
+    }
+    (work / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def _drop_empty_titles(batch: RowBatch, reader: TableReader, stats: EncodeStats) -> RowBatch:
+    blank = _blank(batch.column("text"), len(batch))
+    if blank.any():
+        where = np.flatnonzero(blank)
+        stats.empty_titles += len(where)
+        room = 5 - len(stats.skipped_lines)
+        stats.skipped_lines.extend((batch.first_line + where[:room]).tolist())
+        kept = np.flatnonzero(~blank)
+        return RowBatch(batch.table.take(pa.array(kept)), batch.first_line, kept)
+    return batch
+
+
+def _label_ids(batch: RowBatch, reader: TableReader, codes: _Codes) -> np.ndarray:
+    column = batch.column("label")
+    if column is None:
+        return np.full(len(batch), -1, dtype=np.int32)
+    blank = _blank(column, len(batch))
+    if blank.any():
+        first = int(np.flatnonzero(blank)[0])
+        line = batch.line_of(first)
+        raise DataError("empty category", reader.path, line=line, field=reader.fields["label"])
+    return codes.encode(column)
+
+
+def _optional_codes(batch: RowBatch, field: str, codes: _Codes) -> np.ndarray:
+    column = batch.column(field)
+    if column is None:
+        return np.full(len(batch), -1, dtype=np.int8)
+    return codes.encode(pc.fill_null(column, ""))
+
+
+def _course_tokens(batch: RowBatch, vocab_size: int, reader: TableReader):
+    lists = batch.column("tokens").combine_chunks()
+    if lists.null_count:
+        first = int(np.flatnonzero(lists.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            "missing token ids", reader.path, line=batch.line_of(first), field=reader.fields["tokens"]
+        )
+    ids = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    row = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bad.any():
+        first = int(row[np.flatnonzero(bad)[0]])
+        raise DataError(
+            f"token id outside the token_to_index vocabulary of {vocab_size}",
+            reader.path,
+            line=batch.line_of(first),
+            field=reader.fields["tokens"],
+        )
+    lengths = np.bincount(row, minlength=len(lists))
+    starts = np.cumsum(lengths) - lengths
+    pos = np.arange(len(row), dtype=np.int64) - starts[row]
+    return ids, row, pos
+
+
+def _course_counts(work: Path, rows: int, width: int, vocab_size: int) -> np.ndarray:
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    if rows:
+        tokens = np.memmap(work / "tokens.bin", dtype=np.uint32, mode="r", shape=(rows, width))
+        for start in range(0, rows, RENUMBER_BLOCK):
+            counts += np.bincount(tokens[start : start + RENUMBER_BLOCK].ravel(), minlength=vocab_size)
+    counts[0] = 0
+    return counts
+
+
+def _renumber(path: Path, remap: np.ndarray, rows: int, width: int) -> None:
+    if rows == 0:
+        return
+    tokens = np.memmap(path, dtype=np.uint32, mode="r+", shape=(rows, width))
+    for start in range(0, rows, RENUMBER_BLOCK):
+        block = tokens[start : start + RENUMBER_BLOCK]
+        block[:] = remap[block]
+    tokens.flush()
+    del tokens
