@@ -1,0 +1,82 @@
+"""Padded batches of token ids, read straight from a memory-mapped cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """What every model receives, whatever its family."""
+
+    input_ids: torch.Tensor  # (B, T) int64, padded with 0
+    lengths: torch.Tensor  # (B,) int64, tokens before padding
+    labels: torch.Tensor | None = None  # (B,) int64
+    weights: torch.Tensor | None = None  # (B,) float32 per-row loss weights
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {
+            f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+            for f in fields(self)
+            for v in [getattr(self, f.name)]
+        }
+        return Batch(**moved)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def batch_order(
+    n: int, *, shuffle: bool, seed: int, epoch: int, buffer: int | None = None
+) -> np.ndarray:
+    """Order in which to visit `n` rows in an epoch; the same for the same seed and epoch.
+
+    With `buffer`, rows are shuffled only inside consecutive windows of that many rows (and
+    the windows' order is shuffled), so reads stay local in files larger than memory.
+    """
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([seed, epoch])
+    if buffer is None or buffer >= n:
+        return rng.permutation(n).astype(np.int64)
+    starts = rng.permutation(np.arange(0, n, buffer))
+    return np.concatenate([s + rng.permutation(min(buffer, n - s)) for s in starts]).astype(
+        np.int64
+    )
+
+
+def iterate_batches(
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    rows: np.ndarray,
+    *,
+    remap: np.ndarray,
+    labels: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    batch_size: int,
+    order: np.ndarray | None = None,
+    start: int = 0,
+) -> Iterator[Batch]:
+    """Yield batches over `rows` of the cache (in `order`), from batch number `start` on.
+
+    `remap` turns cache token ids into model ids; `labels` and `weights` are aligned with
+    `rows`. Each batch is cut to its longest title.
+    """
+    order = np.arange(len(rows)) if order is None else order
+    for begin in range(start * batch_size, len(order), batch_size):
+        # Sorted positions read the memory map in file order; the batch's order is irrelevant.
+        pick = np.sort(order[begin : begin + batch_size])
+        where = rows[pick]
+        lens = lengths[where].astype(np.int64)
+        width = max(int(lens.max()), 1)
+        ids = remap[tokens[where, :width]]
+        yield Batch(
+            input_ids=torch.from_numpy(ids.astype(np.int64, copy=False)),
+            lengths=torch.from_numpy(lens),
+            labels=None if labels is None else torch.from_numpy(labels[pick]),
+            weights=None if weights is None else torch.from_numpy(weights[pick]),
+        )
