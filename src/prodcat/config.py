@@ -63,6 +63,9 @@ class ModelConfig(StrictModel):
         0, ge=0, description="hashed word-bigram embeddings added to the tokens (0: none)"
     )
     freeze_embeddings: bool = False
+    sparse_embeddings: bool = Field(
+        True, description="update only the embedding rows a batch uses (much faster)"
+    )
     pretrained_embeddings: Path | None = None
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
     hidden_layers: list[int] = Field(default_factory=lambda: [256])

@@ -41,11 +41,15 @@ class Vocabulary:
     def index(self) -> dict[str, int]:
         return {token: i for i, token in enumerate(self.tokens)}
 
-    def remap_from(self, names: list[str]) -> np.ndarray:
-        """Ids of another token list in this vocabulary ([UNK] where absent)."""
+    def remap_from(self, names: list[str], pad_first: bool = True) -> np.ndarray:
+        """Ids of another token list in this vocabulary ([UNK] where absent).
+
+        `pad_first`: `names` is another vocabulary, whose entry 0 is [PAD].
+        """
         index = self.index
         remap = np.fromiter((index.get(t, 1) for t in names), dtype=np.int64, count=len(names))
-        remap[0] = 0
+        if pad_first and len(remap):
+            remap[0] = 0
         return remap
 
     def __len__(self) -> int:
