@@ -106,7 +106,9 @@ class Config(StrictModel):
     """Everything a run needs, saved beside every model."""
 
     data: DataConfig = Field(default_factory=DataConfig)
-    model: SerializeAsAny[ModelConfig] = Field(default_factory=ModelConfig)
+    model: SerializeAsAny[ModelConfig] = Field(
+        default_factory=lambda: {"family": "mlp"}, validate_default=True
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 

@@ -9,59 +9,62 @@ distribution and a ``label_quality`` of ``reliable`` (≈ 6 %) or ``unreliable``
 
 Model of the data
 -----------------
-*Vocabulary* (built once per ``(seed, categories)``, cached):
+*Vocabulary* (built once per ``(seed, categories)`` and cached):
 
 * **Categories** are named like the real ones (``ELECTRIC_PRESSURE_WASHERS``): ~190
   base products (English name, Spanish and Portuguese head noun phrase) crossed with
-  optional modifiers (``ELECTRIC``, ``PORTABLE``, ``KIDS`` ...).  Plain base products
-  come first, then modifier combinations; past the ~2,700 combinations names get a
-  numeric suffix.
-* Every base product has **core words** (30–200): ~25 % real product words shared
-  between products (``motor``, ``ruedas``/``rodas``, ``acero``/``aço`` ...) and the
-  rest pseudo-words built from Spanish syllables, each with a Portuguese spelling
+  optional modifiers (``ELECTRIC``, ``PORTABLE``, ``KIDS`` ...).  The plain base
+  products come first, then modifier combinations; past the ~2,800 combinations names
+  get a numeric suffix.
+* Every base product has **core words** (30–160): 25–50 % real product words shared
+  between products (``motor``, ``ruedas``/``rodas``, ``acero``/``aço`` ...), the rest
+  pseudo-words built from Spanish syllables, each with a Portuguese spelling
   (``-ción`` → ``-ção``, ``ñ`` → ``nh``, ``ll`` → ``lh``, ``-ble`` → ``-vel`` ...).
-  A modifier category keeps ~70 % of its base product's core words and adds its own,
-  so related categories are confusable, as in the real data.  Core words are picked
-  with a skewed (Zipf-like) distribution.
-* **Brands**: every base product has a few real brands (Samsung, Bosch, Tramontina ...)
-  plus pseudo-brands of its own.
+  A modifier category keeps ~70 % of its base product's core words and adds 10–40 of
+  its own (at most 200), so related categories are confusable, as in the real data.
+  Core words are picked with a skewed (Zipf-like) distribution.
+* **Brands**: every base product has 3–10 real brands (Samsung, Bosch, Tramontina ...)
+  and 3–12 pseudo-brands of its own.
 * **Shared words**: language-specific connectors (``de``, ``para``, ``con``/``com``,
   ``c/``, ``x``), generic words (``nuevo``/``novo``, ``original``, ``envío gratis``/
   ``frete grátis``, ``kit``, colours ...), title prefixes (``Kit``, ``Par De``,
   ``Juego De``/``Jogo De``) and numbers with units (``120``, ``1700w``, ``12 Kilos``,
-  ``7,20 Metros``, ``30x40``, years).  The row's language picks the Spanish or
+  ``7,20 Metros``, ``30x40``, years).  The row's language picks the Spanish or the
   Portuguese variant of every word.
 
-*Rows* (fully vectorised, chunk by chunk):
+*Rows* (vectorised with numpy, chunk by chunk; pyarrow assembles the strings):
 
-* category: Zipf-like sizes, weight ∝ 1 / (rank + C/40) mixed with a round-robin
-  that gives every 25th row to the next category, so every category has at least 4
-  rows once ``rows >= 100 * categories``; the largest category is ~20–30× the median.
+* category: Zipf-like sizes, weight ∝ 1 / (rank + C/40), except that every 25th row
+  goes to the next category of a fixed round-robin order, so every category has at
+  least 4 rows once ``rows >= 100 * categories``.  For 1,588 categories the largest
+  category holds ~0.7 % of the rows, ~20× the median one.
 * language: 50/50 ``spanish``/``portuguese``; label_quality: 6 % ``reliable``.
-* a title is 3–13 slots (≈ 8 words, never more than 15): a head noun phrase (or a
-  prefix / number / brand followed by it), then core words, connectors, generic words,
-  brands, numbers and *novel tokens*, joined by spaces and occasionally ``" - "``,
-  ``", "``, ``" / "``, ``" + "`` or a double space.  Words with accents lose them
-  in 35 % of uses.  Rows are Title Case (93 %), Sentence case, lower or UPPER.
+* a title is 3–13 slots, ≈ 8 words, never more than 15: a head noun phrase (or a
+  prefix, number, brand or core word followed by it), then core words, connectors,
+  generic words, brands, numbers and *novel tokens*, joined by spaces and now and then
+  ``" - "``, ``" / "``, ``" + "``, ``", "`` or a double space.  Accented words lose
+  their accents in 35 % of uses.  Rows are Title Case (93 %), Sentence case (4 %),
+  lower case (2 %) or UPPER CASE (1 %).
 
-*Vocabulary growth* (Heaps' law).  About 10 % of the slots after the head are novel
-tokens: model codes (``Bd5298``, ``Umc22``), new pseudo-brands and typos of the
-category's core words.  Each category ``c`` has its own stream of novel ids: when the
-``t``-th novel slot of ``c`` is drawn, ``D(t) = min(t, floor(K * t**BETA))`` ids
-exist; if ``D(t) > D(t-1)`` the slot gets the brand-new id ``D(t-1)``, otherwise it
-reuses an existing id ``floor(D(t-1) * u**2)`` (old ids are more popular).  An id is
-turned into its text by hashing ``(seed, c, id)``, so new tokens keep appearing all
-through the file, are reproducible from the seed and do not depend on chunking.
-With ``K = 3.2`` and ``BETA = 0.7`` the novel tokens alone grow like ``n**0.7``; on
-top of the (saturating) static vocabulary of ~250 k lower-cased tokens this gives
-≈ 0.3 M distinct lower-cased tokens (split on ``\\W+``) for 1 M rows and ≈ 2 M for
-20 M rows; the overall fitted Heaps exponent between 1 M and 20 M rows is ≈ 0.6.
+*Vocabulary growth* (Heaps' law).  10 % of the slots after the head are novel tokens:
+model codes (``Bd5298``, ``Umc22``), new pseudo-brands and typos of the category's
+core words.  Each category ``c`` has its own stream of novel ids: when its ``t``-th
+novel slot is drawn, ``D(t) = min(t, floor(K * t**BETA))`` ids exist; if
+``D(t) > D(t-1)`` the slot gets the brand-new id ``D(t-1)``, otherwise it reuses the
+existing id ``floor(D(t-1) * u**2)`` (``u`` uniform, so old ids are more popular).
+The text of an id is a hash of ``(seed, c, id)``: new tokens keep appearing all
+through the file, reproducibly and independently of the chunking.  With ``K = 3.2``
+and ``BETA = 0.7`` the novel tokens grow like ``n**0.7``; together with the static
+vocabulary (~75 k lower-cased tokens for 1,588 categories, almost all seen by 1 M
+rows) this gives ≈ 0.35 M distinct lower-cased tokens (titles split on ``\\W+``) for
+1 M rows and ≈ 2 M for 20 M rows: an overall Heaps exponent of ≈ 0.6 between 1 M and
+20 M rows (the 51 k-row Spanish sample of the real data gives β ≈ 0.57).
 
 *Reproducibility*: the randomness of row block ``b`` (4,096 rows) comes from
-``SeedSequence((seed, b))``; the same ``(seed, rows, categories)`` gives a
+``SeedSequence([seed, b])``, so the same ``(seed, rows, categories)`` gives a
 byte-identical file whatever ``chunk_rows`` is (it is rounded up to a multiple of
-4,096).  Gzip output is written with ``mtime=0`` and no file name, so ``.gz`` files
-are byte-identical too.
+4,096).  Gzip output (level 1, for speed) is written with ``mtime=0`` and no file
+name, so ``.gz`` files are byte-identical too.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ import gzip
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -91,37 +95,30 @@ RELIABLE_SHARE = 0.06
 MAX_WORDS = 15
 HEAPS_K = 3.2  # novel ids of a category after t novel slots: min(t, K * t**BETA)
 HEAPS_BETA = 0.7
-ACCENT_DROP = 0.35  # share of uses of an accented word written without accents
+ACCENT_DROP = 0.35  # share of uses of an accented word written without its accents
 ROUND_ROBIN_EVERY = 25  # every 25th row goes to the next category in turn
-GZIP_LEVEL = 6
+GZIP_LEVEL = 1
 
 # Slot types.
 _HEAD, _CORE, _CONN, _GEN, _BRAND, _NUM, _NOVEL, _PREFIX = range(8)
+_TABLE_TYPES = (_CONN, _GEN, _PREFIX, _NUM)  # drawn from language-specific tables
+# fmt: off
 # (type, probability) for the first slot and for the others.
 _FIRST_SLOT = ((_HEAD, 0.74), (_PREFIX, 0.10), (_NUM, 0.05), (_BRAND, 0.04), (_CORE, 0.07))
-_OTHER_SLOT = (
-    (_CORE, 0.40),
-    (_CONN, 0.12),
-    (_GEN, 0.14),
-    (_BRAND, 0.09),
-    (_NUM, 0.15),
-    (_NOVEL, 0.10),
-)
-# Number of slots per title, 3..13.
+_OTHER_SLOT = ((_CORE, 0.40), (_CONN, 0.12), (_GEN, 0.14), (_BRAND, 0.09), (_NUM, 0.15),
+               (_NOVEL, 0.10))
+# Probabilities of 3, 4, ..., 13 slots per title.
 _SLOT_PMF = (0.06, 0.09, 0.13, 0.17, 0.17, 0.14, 0.10, 0.07, 0.04, 0.02, 0.01)
 _MIN_SLOTS = 3
 # (separator, words it adds, probability) between slots, and after the last slot.
-_SEPARATORS = (
-    (" ", 0, 0.887),
-    ("  ", 0, 0.02),
-    (" - ", 1, 0.035),
-    (", ", 0, 0.008),
-    (" / ", 1, 0.03),
-    (" + ", 1, 0.02),
-)
+_SEPARATORS = ((" ", 0, 0.887), ("  ", 0, 0.02), (" - ", 1, 0.035), (", ", 0, 0.008),
+               (" / ", 1, 0.03), (" + ", 1, 0.02))
 _END_SEPARATORS = (("", 0, 0.97), (" ", 0, 0.03))
-# Row case styles: title, sentence, lower, upper.
+# Row case styles: Title Case, Sentence case, lower, UPPER; and the pool variant
+# (0 lower, 1 title, 2 upper) of their words (a Sentence case row titles its first slot).
 _CASE_PMF = (0.93, 0.04, 0.02, 0.01)
+_CASE_VARIANT = (1, 0, 0, 2)
+# fmt: on
 
 # --------------------------------------------------------------------------------------
 # Word lists.  Pairs are "spanish:portuguese"; a single word is the same in both.
@@ -279,107 +276,67 @@ everlast speedo coleman nautika ntk quechua wilson babolat head penn spalding pe
 kappa cofap monroe valeo mahle fram tecfil nakata skf ngk denso gamo brother singer jp
 """
 
+# fmt: off
 _SYLLABLES = (
     "ca co cu ta te ti to ma me mi mo pa pe pi po ra re ri ro la le li lo lu sa se si so "
     "na ne ni no da de di do ba be bo bu ga go fa fe fi fo va ve vi ja jo ci ce "
     "bra bre tra tre tro pre pro pla cla cle gra gre tri fra fle cri dro "
-    "car cor tor man mon sal ver len ños lla llo ña que gui cha chi ques tas mar"
+    "car cor tor man mon sal ver len lla llo ña que gui cha chi tas mar"
 ).split()
 _ENDINGS = (
     "dor dora ción ero era ble illa ito ado ada ante al ura ista or ón ina azo dad ente "
-    "eta ero ismo ivo iva"
+    "eta ismo ivo iva"
 ).split()
 _BRAND_SYLLABLES = (
     "lav or max ton ex vol tek fre mon dom bel rin ker zon tri sta cor ran vex tal kor lux "
     "mar tix gal pro fle nor sen vit dax ryo quan ber zet ola ami ka ko ri ta na vo la mi"
 ).split()
-_BRAND_ENDINGS = "x tech max on ex ia ar is plus ia ol ium".split()
+_BRAND_ENDINGS = "x tech max on ex ia ar is plus ol ium".split()
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _DIGITS = "0123456789"
-
-_UNITS_ATTACHED = (
-    ("w", 6),
-    ("v", 5),
-    ("mm", 5),
-    ("cm", 5),
-    ("m", 3),
-    ("kg", 4),
-    ("g", 2),
-    ("ml", 3),
-    ("l", 2),
-    ("gb", 4),
-    ("tb", 1),
-    ("mah", 2),
-    ("hp", 2),
-    ("cc", 1),
-    ("mp", 1),
-    ("k", 1),
-    ("hz", 1),
-    ("btu", 1),
-    ("mts", 2),
-    ("lts", 2),
-    ("a", 1),
-    ("x", 2),
+_UNITS_ATTACHED = ("w:6 v:5 mm:5 cm:5 m:3 kg:4 g:2 ml:3 l:2 gb:4 tb:1 mah:2 hp:2 cc:1 mp:1 "
+                   "k:1 hz:1 btu:1 mts:2 lts:2 a:1 x:2")
+_UNIT_WORDS = (
+    "kilos:3 litros:3 metros:3 bar:1 volts:1 watts:1 pulgadas:2 unidades:3 piezas:2 cm:4 "
+    "mm:3 kg:3 lts:2 mts:2 gb:2 hp:1 pares:1 cuotas:1",
+    "quilos:3 litros:3 metros:3 bar:1 volts:1 watts:1 polegadas:2 unidades:3 peças:2 cm:4 "
+    "mm:3 kg:3 lts:2 mts:2 gb:2 hp:1 pares:1 vezes:1",
 )
-_UNIT_WORDS_ES = (
-    ("kilos", 3),
-    ("litros", 3),
-    ("metros", 3),
-    ("bar", 1),
-    ("volts", 1),
-    ("watts", 1),
-    ("pulgadas", 2),
-    ("unidades", 3),
-    ("piezas", 2),
-    ("cm", 4),
-    ("mm", 3),
-    ("kg", 3),
-    ("lts", 2),
-    ("mts", 2),
-    ("gb", 2),
-    ("hp", 1),
-    ("pares", 1),
-    ("cuotas", 1),
-)
-_UNIT_WORDS_PT = (
-    ("quilos", 3),
-    ("litros", 3),
-    ("metros", 3),
-    ("bar", 1),
-    ("volts", 1),
-    ("watts", 1),
-    ("polegadas", 2),
-    ("unidades", 3),
-    ("peças", 2),
-    ("cm", 4),
-    ("mm", 3),
-    ("kg", 3),
-    ("lts", 2),
-    ("mts", 2),
-    ("gb", 2),
-    ("hp", 1),
-    ("pares", 1),
-    ("vezes", 1),
-)
+_ROUND_NUMBERS = (
+    "110 120 127 150 180 200 220 250 300 350 400 450 500 600 700 750 800 900 1000 1200 "
+    "1500 1700 1800 2000 2400 2500 3000 3500 4000 5000 6000 9000 10000 12000 13000 20000"
+).split()
+_DECIMALS = ("0.3 0.5 1.5 1.6 1.8 2.0 2.5 3.5 5.5 1,20 2,5 7,20 1,5 0,5 3,5 1.0 1.4 2.2 4,5 "
+             "12,5").split()
+_FRACTIONS = "1/2 3/4 1/4 2x1 3x1 08/ 8v 16v".split()
+# fmt: on
 
 _ACCENT_FOLD = str.maketrans("áéíóúâêôãõçñüà", "aeiouaeoaocnua")
 _ACCENTED = {"a": "á", "e": "é", "i": "í", "o": "ó", "u": "ú"}
 _TOKEN_SPLIT = re.compile(r"\W+")
+_PT_UE = re.compile(r"(?<![qg])ue")
+_PT_IE = re.compile(r"(?<![qg])ie")
+_PT_SUFFIXES = (("dad", "dade"), ("ble", "vel"), ("ero", "eiro"), ("era", "eira"),
+                ("ón", "ão"), ("azo", "aço"), ("z", "s"))  # fmt: skip
+
+_LUT_BITS = 16  # resolution of the small inverse-CDF lookup tables
+_TABLE_BITS = 18  # ... of the word tables
+_CAT_BITS = 20  # ... of the category table
 
 
-def _pairs(text: str, sep: str = "|") -> list[tuple[str, str]]:
+def _pairs(text: str) -> list[tuple[str, str]]:
     """Parse ``es:pt|word|...`` lists into (spanish, portuguese) pairs."""
     out = []
-    for item in text.replace("\n", sep).split(sep):
+    for item in text.replace("\n", "|").split("|"):
         item = item.strip()
-        if not item:
-            continue
-        es, _, pt = item.partition(":")
-        out.append((es.strip(), (pt or es).strip()))
+        if item:
+            es, _, pt = item.partition(":")
+            out.append((es.strip(), (pt or es).strip()))
     return out
 
 
 def _triples(text: str) -> list[tuple[str, str, str]]:
+    """Parse ``EN_NAME:spanish:portuguese|...`` lists."""
     out = []
     for item in text.replace("\n", "|").split("|"):
         if item.strip():
@@ -388,36 +345,33 @@ def _triples(text: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def _weighted(text: str) -> list[tuple[str, float]]:
+    """Parse ``word:weight word:weight ...``."""
+    return [(w, float(x)) for w, _, x in (item.rpartition(":") for item in text.split())]
+
+
 def _to_portuguese(word: str) -> str:
     """Portuguese-looking spelling of a Spanish(-like) word."""
-    w = word.replace("ciones", "ções").replace("ción", "ção").replace("ñ", "nh")
-    w = w.replace("ll", "lh")
-    w = re.sub(r"(?<![qg])ue", "o", w)
-    w = re.sub(r"(?<![qg])ie", "e", w)
-    for es, pt in (
-        ("dad", "dade"),
-        ("ble", "vel"),
-        ("ero", "eiro"),
-        ("era", "eira"),
-        ("ón", "ão"),
-        ("azo", "aço"),
-        ("z", "s"),
-    ):
+    w = word.replace("ción", "ção").replace("ñ", "nh").replace("ll", "lh")
+    if "ue" in w:
+        w = _PT_UE.sub("o", w)
+    if "ie" in w:
+        w = _PT_IE.sub("e", w)
+    for es, pt in _PT_SUFFIXES:
         if w.endswith(es):
-            w = w[: -len(es)] + pt
-            break
+            return w[: -len(es)] + pt
     return w
 
 
 def _agree(modifier: str, head: str) -> str:
-    """Crude Spanish/Portuguese gender and number agreement of a modifier."""
+    """Crude gender / number agreement of a modifier with the head noun phrase."""
     first = head.split(" ")[0]
     if modifier.endswith("o") and " " not in modifier:
         if first.endswith("as"):
             return modifier[:-1] + "as"
-        if first.endswith("os") or first.endswith("es"):
+        if first.endswith(("os", "es")):
             return modifier + "s"
-        if first.endswith("a") or first.endswith("ção") or first.endswith("ión"):
+        if first.endswith(("a", "ção", "ión")):
             return modifier[:-1] + "a"
     return modifier
 
@@ -426,13 +380,72 @@ def _title_case(text: str) -> str:
     return " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
 
 
-def _weights_cdf(weights: np.ndarray) -> np.ndarray:
+def _weights_cdf(weights: object) -> np.ndarray:
     cdf = np.cumsum(np.asarray(weights, dtype=np.float64))
     return cdf / cdf[-1]
 
 
+def _lut(weights: object, bits: int = _LUT_BITS) -> np.ndarray:
+    """Inverse-CDF lookup table: ``lut[random_bits]`` is a weighted random index."""
+    cdf = _weights_cdf(weights)
+    x = (np.arange(2**bits, dtype=np.float64) + 0.5) / 2**bits
+    return np.minimum(np.searchsorted(cdf, x, side="right"), cdf.size - 1)
+
+
+def _zipf_weights(n: int, a: float, shift: float) -> np.ndarray:
+    return 1.0 / (np.arange(n) + shift) ** a
+
+
+def _pseudo_words(
+    rng: np.random.Generator,
+    n: int,
+    syllables: list[str],
+    endings: list[str],
+    ending_p: float,
+    accent_p: float,
+) -> list[str]:
+    """``n`` pseudo-words of 2–3 syllables, some with an ending and an accent."""
+    k = rng.integers(2, 4, n)
+    picks = rng.integers(0, len(syllables), (n, 3)).tolist()
+    has_end = (rng.random(n) < ending_p).tolist()
+    end = rng.integers(0, len(endings), n).tolist()
+    accent = (rng.random(n) < accent_p).tolist()
+    out = []
+    for i, ki in enumerate(k.tolist()):
+        w = "".join([syllables[j] for j in picks[i][:ki]])
+        if has_end[i]:
+            w += endings[end[i]]
+        if accent[i] and w.isascii():
+            vowels = [p for p, ch in enumerate(w) if ch in _ACCENTED]
+            if len(vowels) >= 2:
+                p = vowels[-2]
+                w = w[:p] + _ACCENTED[w[p]] + w[p + 1 :]
+        out.append(w)
+    return out
+
+
+def _numbers(lang: int) -> tuple[list[str], np.ndarray]:
+    """Number phrases (``120``, ``1700w``, ``12 Kilos``, ``7,20 Metros``) and weights."""
+    nums: list[tuple[str, float]] = [(str(i), 8.0 / i**0.5) for i in range(1, 13)]
+    nums += [(str(i), 2.0 / i**0.7 * (4 if i % 10 == 0 else 1)) for i in range(13, 101)]
+    nums += [(x, 0.6) for x in _ROUND_NUMBERS]
+    nums += [(str(y), 0.03 * (4 if y >= 2000 else 1)) for y in range(1968, 2020)]
+    nums += [(x, 0.25) for x in _DECIMALS]
+    attached = _weighted(_UNITS_ATTACHED)
+    separate = _weighted(_UNIT_WORDS[lang])
+    out: list[tuple[str, float]] = []
+    for n, w in nums:
+        out.append((n, w))
+        out += [(n + u, w * uw * 0.02) for u, uw in attached]
+        out += [(n + " " + u, w * uw * 0.012) for u, uw in separate]
+    sides = (10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200)
+    out += [(f"{a}x{b}", 0.02) for a in sides for b in sides[2:]]
+    out += [(x, 0.1) for x in _FRACTIONS]
+    return [t for t, _ in out], np.array([w for _, w in out])
+
+
 class _PoolBuilder:
-    """Interns lower-case strings and lays them out in one byte pool."""
+    """Interns lower-case strings."""
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
@@ -445,49 +458,53 @@ class _PoolBuilder:
             self.items.append(text)
         return found
 
-    def add_folded(self, text: str) -> tuple[int, int]:
-        """Add a word and its accent-free variant; return both ids."""
-        return self.add(text), self.add(text.translate(_ACCENT_FOLD))
+    def add_folded(self, text: str) -> int:
+        """Add a word and its accent-free variant; return the word's id."""
+        found = self.add(text)
+        if not text.isascii():
+            self.add(text.translate(_ACCENT_FOLD))
+        return found
 
 
 @dataclass(frozen=True)
 class _Vocab:
     """Static vocabulary and sampling tables (see the module docstring)."""
 
-    pool: np.ndarray  # uint8: lower | title | upper variants of all entries
-    pool_size: int  # bytes of one variant
-    off: np.ndarray  # int64 start of each entry in the lower variant
-    length: np.ndarray  # int32 byte length of each entry
+    n_static: int
+    strings: pa.StringArray  # 6 variants of every entry: (lower|title|upper) x (""|" ")
+    lower_pool: np.ndarray  # uint8 bytes of the lower-case entries
+    off: np.ndarray  # start of each entry in lower_pool
+    length: np.ndarray  # byte length of each entry
     words: np.ndarray  # int8 whitespace-separated words of each entry
-    folded: np.ndarray  # int32 id of the accent-free variant (itself when ASCII)
+    folded: np.ndarray  # id of the accent-free variant (the entry itself when ASCII)
     atom_ptr: np.ndarray  # CSR: lower-cased \W+ tokens of each entry
     atom_ids: np.ndarray
-    n_atoms: int
-    sep_ids: np.ndarray  # separator entries, in _SEPARATORS order
+    one_word_id: int  # placeholder id for novel slots
+    space_id: int
+    empty_id: int
+    sep_ids: np.ndarray  # entries of _SEPARATORS
     sep_words: np.ndarray
-    sep_cdf: np.ndarray
+    sep_lut: np.ndarray
     end_sep_ids: np.ndarray
-    end_sep_cdf: np.ndarray
-    # Language-specific tables: cdf over [0, 1) for spanish and [1, 2) for portuguese.
-    conn_cdf: np.ndarray
-    conn_ids: np.ndarray
-    gen_cdf: np.ndarray
-    gen_ids: np.ndarray
-    pre_cdf: np.ndarray
-    pre_ids: np.ndarray
-    num_cdf: np.ndarray
-    num_ids: np.ndarray
+    end_sep_lut: np.ndarray
+    slot_lut: np.ndarray  # -> number of slots of a title
+    case_lut: np.ndarray  # -> case style of a row
+    type_lut: np.ndarray  # (2, 2**16): first slot / other slots -> slot type
+    type_table: np.ndarray  # slot type -> row of table_lut / 2, or -1
+    table_lut: np.ndarray  # (len(_TABLE_TYPES) * 2 languages) x 2**18 -> entry id
+    pow_lut: np.ndarray  # u -> u**1.6, for skewed picks from core word / brand lists
     # Categories.
-    names: list[str]
-    head_ids: np.ndarray  # (2, C)
-    core_ptr: np.ndarray  # (C + 1,)
-    core_ids: np.ndarray  # (2, total)
-    core_ascii: np.ndarray  # (total,) accent-free spanish variant, for typos
+    names: pa.StringArray
+    cat_lut: np.ndarray  # 2**20 -> category (Zipf-like)
+    round_robin: np.ndarray
+    head_ids: np.ndarray  # [lang * C + c]
+    core_ptr: np.ndarray
+    core_len: np.ndarray
+    core_ids: np.ndarray  # [lang * n_core + core_ptr[c] + k]
+    core_ascii: np.ndarray  # accent-free spanish variant, for typos
     brand_ptr: np.ndarray
+    brand_len: np.ndarray
     brand_ids: np.ndarray
-    cat_cdf: np.ndarray  # over Zipf ranks
-    rank_to_cat: np.ndarray
-    round_robin: np.ndarray  # category order of the round-robin rows
     # Pieces of novel tokens.
     letter_ids: np.ndarray
     digit_ids: np.ndarray
@@ -495,198 +512,36 @@ class _Vocab:
     brand_ending_ids: np.ndarray
 
 
-def _pseudo_words(
-    rng: np.random.Generator,
-    n: int,
-    syllables: list[str],
-    endings: list[str],
-    ending_p: float,
-    accent_p: float,
-    max_syllables: int = 3,
-) -> list[str]:
-    k = rng.integers(2, max_syllables + 1, n)
-    picks = rng.integers(0, len(syllables), (n, max_syllables))
-    has_end = rng.random(n) < ending_p
-    end = rng.integers(0, len(endings), n)
-    accent = rng.random(n) < accent_p
-    out = []
-    for i in range(n):
-        w = "".join(syllables[j] for j in picks[i, : k[i]])
-        if has_end[i]:
-            w += endings[end[i]]
-        if accent[i] and not any(ch in w for ch in "áéíóúñ"):
-            vowels = [p for p, ch in enumerate(w) if ch in _ACCENTED]
-            if len(vowels) >= 2:
-                p = vowels[-2]
-                w = w[:p] + _ACCENTED[w[p]] + w[p + 1 :]
-        out.append(w)
-    return out
-
-
-def _numbers(lang: int) -> tuple[list[str], np.ndarray]:
-    """Number phrases (``120``, ``1700w``, ``12 Kilos``, ``7,20 Metros``) with weights."""
-    nums: list[tuple[str, float]] = []
-    for i in range(1, 13):
-        nums.append((str(i), 8.0 / i**0.5))
-    for i in range(13, 101):
-        nums.append((str(i), 2.0 / (i**0.7) * (4 if i % 10 == 0 else 1)))
-    for i in (
-        110,
-        120,
-        127,
-        150,
-        180,
-        200,
-        220,
-        250,
-        300,
-        350,
-        400,
-        450,
-        500,
-        600,
-        700,
-        750,
-        800,
-        900,
-        1000,
-        1200,
-        1500,
-        1700,
-        1800,
-        2000,
-        2400,
-        2500,
-        3000,
-        3500,
-        4000,
-        5000,
-        6000,
-        9000,
-        10000,
-        12000,
-        13000,
-        20000,
-    ):
-        nums.append((str(i), 0.6))
-    for year in range(1968, 2020):
-        nums.append((str(year), 0.03 * (1 + (year >= 2000) * 3)))
-    for d in (
-        "0.3",
-        "0.5",
-        "1.5",
-        "1.6",
-        "1.8",
-        "2.0",
-        "2.5",
-        "3.5",
-        "5.5",
-        "1,20",
-        "2,5",
-        "7,20",
-        "1,5",
-        "0,5",
-        "3,5",
-        "1.0",
-        "1.4",
-        "2.2",
-        "4,5",
-        "12,5",
-    ):
-        nums.append((d, 0.25))
-    unit_words = _UNIT_WORDS_ES if lang == 0 else _UNIT_WORDS_PT
-    out: list[tuple[str, float]] = []
-    for n, w in nums:
-        out.append((n, w))
-        for u, uw in _UNITS_ATTACHED:
-            out.append((n + u, w * uw * 0.02))
-        for u, uw in unit_words:
-            out.append((n + " " + u, w * uw * 0.012))
-    for a in (10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200):
-        for b in (10, 15, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200):
-            out.append((f"{a}x{b}", 0.02))
-    for frac in ("1/2", "3/4", "1/4", "2x1", "3x1", "08/", "2.0 16v", "1.6 8v", "8v", "16v"):
-        out.append((frac, 0.1))
-    texts = [t for t, _ in out]
-    return texts, np.array([w for _, w in out])
-
-
-@lru_cache(maxsize=4)
-def _build_vocab(seed: int, categories: int) -> _Vocab:
-    rng = np.random.default_rng([seed, 0x5EED, categories])
-    pb = _PoolBuilder()
-
-    def lang_table(items: list[tuple[str, str]], weights: np.ndarray, fold: bool = True):
-        ids = np.empty((2, len(items)), dtype=np.int32)
-        for k, pair in enumerate(items):
-            for lang in (0, 1):
-                ids[lang, k] = pb.add(pair[lang])
-                if fold:
-                    pb.add(pair[lang].translate(_ACCENT_FOLD))
-        cdf = _weights_cdf(weights)
-        return np.concatenate([cdf, cdf + 1.0]), ids.reshape(-1)
-
-    def zipf_weights(n: int, a: float = 0.9, shift: float = 2.0) -> np.ndarray:
-        return 1.0 / (np.arange(n) + shift) ** a
-
-    sep_ids = np.array([pb.add(s) for s, _, _ in _SEPARATORS], dtype=np.int32)
-    end_sep_ids = np.array([pb.add(s) for s, _, _ in _END_SEPARATORS], dtype=np.int32)
-
-    conn = _pairs(_CONNECTORS)
-    conn_w = zipf_weights(len(conn), 1.1, 1.0)
-    conn_cdf, conn_ids = lang_table(conn, conn_w)
-    gen = _pairs(_GENERIC)
-    gen_cdf, gen_ids = lang_table(gen, zipf_weights(len(gen), 0.8, 3.0))
-    pre = _pairs(_PREFIXES)
-    pre_cdf, pre_ids = lang_table(pre, zipf_weights(len(pre), 1.0, 1.0))
-
-    num_cdfs, num_ids = [], []
-    for lang in (0, 1):
-        texts, w = _numbers(lang)
-        num_cdfs.append(_weights_cdf(w) + lang)
-        num_ids.append(np.array([pb.add(t) for t in texts], dtype=np.int32))
-    # Both languages' number tables have the same length by construction.
-    num_cdf = np.concatenate(num_cdfs)
-    num_ids_arr = np.concatenate(num_ids)
-
-    letter_ids = np.array([pb.add(ch) for ch in _LETTERS], dtype=np.int32)
-    digit_ids = np.array([pb.add(ch) for ch in _DIGITS], dtype=np.int32)
-    syllable_ids = np.array([pb.add(s) for s in _BRAND_SYLLABLES], dtype=np.int32)
-    brand_ending_ids = np.array([pb.add(s) for s in _BRAND_ENDINGS], dtype=np.int32)
-
-    # ---- categories -----------------------------------------------------------------
+def _category_lists(
+    rng: np.random.Generator, categories: int
+) -> tuple[list[str], list[tuple[str, str]], list[list[tuple[str, str]]], list[list[str]]]:
+    """Names, head phrases, core word lists and brand lists of the categories."""
     bases = _triples(_BASES)
     mods = _triples(_MODIFIERS)
-    base_order = rng.permutation(len(bases))
-    combos = [(int(b), -1) for b in base_order]
+    combos = [(int(b), -1) for b in rng.permutation(len(bases))]
     extra = [(b, m) for b in range(len(bases)) for m in range(len(mods))]
     combos += [extra[i] for i in rng.permutation(len(extra))]
-    if categories > len(combos):
-        combos += [combos[i % len(combos)] for i in range(len(combos), categories)]
-    combos = combos[:categories]
+    combos = [combos[i % len(combos)] for i in range(categories)]
 
     features = _pairs(_FEATURES)
-    feature_w = zipf_weights(len(features), 0.6, 5.0)
-    feature_w /= feature_w.sum()
+    feature_p = _zipf_weights(len(features), 0.6, 5.0)
+    feature_p /= feature_p.sum()
     real_brands = list(dict.fromkeys(_BRANDS.split()))
-    real_brand_w = zipf_weights(len(real_brands), 0.8, 3.0)
-    real_brand_w /= real_brand_w.sum()
+    brand_p = _zipf_weights(len(real_brands), 0.8, 3.0)
+    brand_p /= brand_p.sum()
 
-    used_bases = sorted({b for b, _ in combos})
     base_core: dict[int, list[tuple[str, str]]] = {}
     base_brands: dict[int, list[str]] = {}
-    for b in used_bases:
+    for b in sorted({b for b, _ in combos}):
         n_core = int(np.clip(round(np.exp(rng.normal(np.log(75), 0.45))), 30, 160))
-        n_feat = int(round(n_core * rng.uniform(0.15, 0.35)))
-        feats = rng.choice(len(features), size=n_feat, replace=False, p=feature_w)
-        words = [features[i] for i in feats]
+        n_feat = int(round(n_core * rng.uniform(0.25, 0.5)))
+        words = [features[i] for i in rng.choice(len(features), n_feat, False, feature_p)]
         pseudo = _pseudo_words(rng, n_core - n_feat, _SYLLABLES, _ENDINGS, 0.45, 0.12)
         words += [(w, _to_portuguese(w)) for w in pseudo]
         base_core[b] = [words[i] for i in rng.permutation(len(words))]
-        n_real = int(rng.integers(3, 11))
         brands = [
             real_brands[i]
-            for i in rng.choice(len(real_brands), size=n_real, replace=False, p=real_brand_w)
+            for i in rng.choice(len(real_brands), int(rng.integers(3, 11)), False, brand_p)
         ]
         brands += _pseudo_words(
             rng, int(rng.integers(3, 13)), _BRAND_SYLLABLES, _BRAND_ENDINGS, 0.3, 0.0
@@ -694,119 +549,142 @@ def _build_vocab(seed: int, categories: int) -> _Vocab:
         base_brands[b] = [brands[i] for i in rng.permutation(len(brands))]
 
     names: list[str] = []
-    seen: dict[str, int] = {}
-    head_ids = np.empty((2, categories), dtype=np.int32)
-    core_lists: list[list[tuple[str, str]]] = []
+    heads: list[tuple[str, str]] = []
+    cores: list[list[tuple[str, str]]] = []
     brand_lists: list[list[str]] = []
-    for c, (b, m) in enumerate(combos):
+    seen: dict[str, int] = {}
+    for b, m in combos:
         en, es, pt = bases[b]
-        core = base_core[b]
-        brands = base_brands[b]
+        core, brands = base_core[b], base_brands[b]
         if m >= 0:
             men, mes, mpt = mods[m]
-            en = f"{men}_{en}"
-            es = f"{es} {_agree(mes, es)}"
-            pt = f"{pt} {_agree(mpt, pt)}"
-            keep = rng.random(len(core)) < 0.7
+            en, es, pt = f"{men}_{en}", f"{es} {_agree(mes, es)}", f"{pt} {_agree(mpt, pt)}"
             own = _pseudo_words(rng, int(rng.integers(10, 41)), _SYLLABLES, _ENDINGS, 0.45, 0.12)
+            keep = (rng.random(len(core)) < 0.7).tolist()
             core = [w for w, k in zip(core, keep, strict=True) if k]
-            core += [(w, _to_portuguese(w)) for w in own]
-            core += [(mes, mpt)]
+            core += [(w, _to_portuguese(w)) for w in own] + [(mes, mpt)]
             core = [core[i] for i in rng.permutation(len(core))][:200]
             brands = brands + _pseudo_words(
                 rng, int(rng.integers(1, 6)), _BRAND_SYLLABLES, _BRAND_ENDINGS, 0.3, 0.0
             )
-        if en in seen:
-            seen[en] += 1
-            en = f"{en}_{seen[en]}"
-        else:
-            seen[en] = 1
-        names.append(en)
-        head_ids[0, c], _ = pb.add_folded(es)
-        head_ids[1, c], _ = pb.add_folded(pt)
-        core_lists.append(core)
+        seen[en] = seen.get(en, 0) + 1
+        names.append(en if seen[en] == 1 else f"{en}_{seen[en]}")
+        heads.append((es, pt))
+        cores.append(core)
         brand_lists.append(brands)
+    return names, heads, cores, brand_lists
 
-    core_ptr = np.zeros(categories + 1, dtype=np.int64)
-    core_ptr[1:] = np.cumsum([len(cl) for cl in core_lists])
-    core_ids = np.empty((2, int(core_ptr[-1])), dtype=np.int32)
-    core_ascii = np.empty(int(core_ptr[-1]), dtype=np.int32)
-    k = 0
-    for cl in core_lists:
-        for es, pt in cl:
-            core_ids[0, k], _ = pb.add_folded(es)
-            core_ascii[k] = pb.add(es.translate(_ACCENT_FOLD).split(" ")[-1])
-            core_ids[1, k], _ = pb.add_folded(pt)
-            k += 1
-    brand_ptr = np.zeros(categories + 1, dtype=np.int64)
-    brand_ptr[1:] = np.cumsum([len(bl) for bl in brand_lists])
-    brand_ids = np.array([pb.add(x) for bl in brand_lists for x in bl], dtype=np.int32)
 
-    ranks = np.arange(categories, dtype=np.float64)
-    cat_cdf = _weights_cdf(1.0 / (ranks + max(1.0, categories / 40.0)))
-    rank_to_cat = rng.permutation(categories).astype(np.int32)
-    round_robin = rng.permutation(categories).astype(np.int32)
+@lru_cache(maxsize=4)
+def _build_vocab(seed: int, categories: int) -> _Vocab:
+    rng = np.random.default_rng([seed, 0x5EED, categories])
+    pb = _PoolBuilder()
+    space_id, empty_id = pb.add(" "), pb.add("")
+    sep_ids = np.array([pb.add(s) for s, _, _ in _SEPARATORS], dtype=np.int64)
+    end_sep_ids = np.array([pb.add(s) for s, _, _ in _END_SEPARATORS], dtype=np.int64)
+    letter_ids = np.array([pb.add(ch) for ch in _LETTERS], dtype=np.int64)
+    digit_ids = np.array([pb.add(ch) for ch in _DIGITS], dtype=np.int64)
+    syllable_ids = np.array([pb.add(s) for s in _BRAND_SYLLABLES], dtype=np.int64)
+    brand_ending_ids = np.array([pb.add(s) for s in _BRAND_ENDINGS], dtype=np.int64)
 
-    # ---- byte pool ------------------------------------------------------------------
+    # Language-specific word tables (connectors, generic words, prefixes, numbers).
+    tables: list[np.ndarray] = []
+    for text, a, shift in ((_CONNECTORS, 1.1, 1.0), (_GENERIC, 0.8, 3.0),
+                           (_PREFIXES, 1.0, 1.0)):  # fmt: skip
+        items = _pairs(text)
+        lut = _lut(_zipf_weights(len(items), a, shift), _TABLE_BITS)
+        for lang in (0, 1):
+            ids = np.array([pb.add_folded(pair[lang]) for pair in items], dtype=np.int64)
+            tables.append(ids[lut])
+    for lang in (0, 1):
+        texts, weights = _numbers(lang)
+        ids = np.array([pb.add_folded(t) for t in texts], dtype=np.int64)
+        tables.append(ids[_lut(weights, _TABLE_BITS)])
+    type_table = np.full(8, -1, dtype=np.int64)
+    for k, t in enumerate(_TABLE_TYPES):
+        type_table[t] = k
+
+    names, heads, cores, brand_lists = _category_lists(rng, categories)
+    head_ids = np.array([[pb.add_folded(h[lang]) for h in heads] for lang in (0, 1)],
+                        dtype=np.int64).reshape(-1)  # fmt: skip
+    pair_ids: dict[tuple[str, str], tuple[int, int, int]] = {}
+    core_rows = []
+    for core in cores:
+        for pair in core:
+            found = pair_ids.get(pair)
+            if found is None:
+                es, pt = pair
+                ascii_es = es.translate(_ACCENT_FOLD).split(" ")[-1]
+                found = pair_ids[pair] = (pb.add_folded(es), pb.add_folded(pt), pb.add(ascii_es))
+            core_rows.append(found)
+    core_arr = np.array(core_rows, dtype=np.int64).reshape(-1, 3)
+    core_len = np.array([len(c) for c in cores], dtype=np.int64)
+    core_ptr = np.cumsum(core_len) - core_len
+    brand_len = np.array([len(b) for b in brand_lists], dtype=np.int64)
+    brand_ptr = np.cumsum(brand_len) - brand_len
+    brand_ids = np.array([pb.add_folded(x) for bl in brand_lists for x in bl], dtype=np.int64)
+
+    cat_w = 1.0 / (np.arange(categories) + max(1.0, categories / 40.0))
+    cat_lut = rng.permutation(categories)[_lut(cat_w, _CAT_BITS)]
+    round_robin = rng.permutation(categories)
+
+    # ---- strings ------------------------------------------------------------------------
     items = pb.items
-    lower = [s.encode() for s in items]
-    title = [_title_case(s).encode() for s in items]
-    upper = [s.upper().encode() for s in items]
-    for variant in (title, upper):  # keep byte offsets aligned across variants
-        for i, (lo, v) in enumerate(zip(lower, variant, strict=True)):
-            if len(v) != len(lo):
-                variant[i] = lo
-    length = np.array([len(b) for b in lower], dtype=np.int32)
-    off = np.zeros(len(items), dtype=np.int64)
-    off[1:] = np.cumsum(length)[:-1]
-    blob = b"".join(lower) + b"".join(title) + b"".join(upper)
-    pool = np.frombuffer(blob, dtype=np.uint8)
-    words = np.array([max(1, len(s.split())) if s.strip() else 0 for s in items], dtype=np.int8)
-    folded = np.array(
-        [pb.ids.get(s.translate(_ACCENT_FOLD), i) for i, s in enumerate(items)], dtype=np.int32
-    )
+    variants = [items, [_title_case(s) for s in items], [s.upper() for s in items]]
+    strings = pa.array([s + tail for v in variants for tail in ("", " ") for s in v],
+                       type=pa.string())  # fmt: skip
+    encoded = [s.encode() for s in items]
+    length = np.array([len(b) for b in encoded], dtype=np.int64)
     atom_index: dict[str, int] = {}
-    atom_lists = [
-        [atom_index.setdefault(a, len(atom_index)) for a in _TOKEN_SPLIT.split(s.lower()) if a]
-        for s in items
-    ]
+    atom_lists = [[atom_index.setdefault(a, len(atom_index))
+                   for a in _TOKEN_SPLIT.split(s) if a] for s in items]  # fmt: skip
+    atom_len = np.array([len(a) for a in atom_lists], dtype=np.int64)
     atom_ptr = np.zeros(len(items) + 1, dtype=np.int64)
-    atom_ptr[1:] = np.cumsum([len(a) for a in atom_lists])
-    atom_ids = np.array([a for al in atom_lists for a in al], dtype=np.int32)
-
+    np.cumsum(atom_len, out=atom_ptr[1:])
+    fold = _ACCENT_FOLD
     return _Vocab(
-        pool=pool,
-        pool_size=int(length.sum()),
-        off=off,
+        n_static=len(items),
+        strings=strings,
+        lower_pool=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+        off=np.cumsum(length) - length,
         length=length,
-        words=words,
-        folded=folded,
+        words=np.array([len(s.split()) for s in items], dtype=np.int8),
+        folded=np.array(
+            [pb.ids.get(s.translate(fold), i) for i, s in enumerate(items)],
+            dtype=np.int64,
+        ),  # fmt: skip
         atom_ptr=atom_ptr,
-        atom_ids=atom_ids,
-        n_atoms=len(atom_index),
+        atom_ids=np.array([a for al in atom_lists for a in al], dtype=np.int64),
+        one_word_id=int(letter_ids[0]),
+        space_id=space_id,
+        empty_id=empty_id,
         sep_ids=sep_ids,
         sep_words=np.array([w for _, w, _ in _SEPARATORS], dtype=np.int8),
-        sep_cdf=_weights_cdf([p for _, _, p in _SEPARATORS]),
+        sep_lut=_lut([p for _, _, p in _SEPARATORS]),
         end_sep_ids=end_sep_ids,
-        end_sep_cdf=_weights_cdf([p for _, _, p in _END_SEPARATORS]),
-        conn_cdf=conn_cdf,
-        conn_ids=conn_ids,
-        gen_cdf=gen_cdf,
-        gen_ids=gen_ids,
-        pre_cdf=pre_cdf,
-        pre_ids=pre_ids,
-        num_cdf=num_cdf,
-        num_ids=num_ids_arr,
-        names=names,
+        end_sep_lut=_lut([p for _, _, p in _END_SEPARATORS]),
+        slot_lut=_lut(_SLOT_PMF) + _MIN_SLOTS,
+        case_lut=_lut(_CASE_PMF),
+        type_lut=np.stack(
+            [
+                np.array([t for t, _ in spec])[_lut([p for _, p in spec])]
+                for spec in (_FIRST_SLOT, _OTHER_SLOT)
+            ]
+        ),  # fmt: skip
+        type_table=type_table,
+        table_lut=np.concatenate(tables),
+        pow_lut=((np.arange(2**_LUT_BITS) + 0.5) / 2**_LUT_BITS) ** 1.6,
+        names=pa.array(names, type=pa.string()),
+        cat_lut=cat_lut,
+        round_robin=round_robin,
         head_ids=head_ids,
         core_ptr=core_ptr,
-        core_ids=core_ids,
-        core_ascii=core_ascii,
+        core_len=core_len,
+        core_ids=np.concatenate([core_arr[:, 0], core_arr[:, 1]]),
+        core_ascii=core_arr[:, 2],
         brand_ptr=brand_ptr,
+        brand_len=brand_len,
         brand_ids=brand_ids,
-        cat_cdf=cat_cdf,
-        rank_to_cat=rank_to_cat,
-        round_robin=round_robin,
         letter_ids=letter_ids,
         digit_ids=digit_ids,
         syllable_ids=syllable_ids,
@@ -814,12 +692,16 @@ def _build_vocab(seed: int, categories: int) -> _Vocab:
     )
 
 
-# --------------------------------------------------------------------------------------
-# Vectorised helpers.
+# ---------------------------------------------------------------------------------------
+# Row generation.
 
 _U64 = np.uint64
-_INV32 = 1.0 / 2**32
-_INV16 = 1.0 / 2**16
+_M16 = _U64(0xFFFF)
+
+
+def _bits(x: np.ndarray, shift: int, nbits: int) -> np.ndarray:
+    """``nbits`` bits of uint64 words from bit ``shift`` on, as intp indices."""
+    return ((x >> _U64(shift)) & _U64((1 << nbits) - 1)).astype(np.intp)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -833,24 +715,98 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 def _gather(pool: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenate ``pool[s:s + n]`` for every (s, n) pair, without a Python loop."""
     lengths = lengths.astype(np.int64, copy=False)
-    out_start = np.cumsum(lengths) - lengths
     total = int(lengths.sum())
     if total == 0:
         return np.empty(0, dtype=pool.dtype)
-    delta = (starts - out_start).astype(np.int32 if pool.size < 2**31 else np.int64)
-    idx = np.repeat(delta, lengths)
+    out_start = np.cumsum(lengths) - lengths
+    idx = np.repeat(starts - out_start, lengths)
     idx += np.arange(total, dtype=idx.dtype)
     return pool[idx]
 
 
-def _case_variants(lower: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """ASCII lower | Title | UPPER variants of a pool of lower-case ASCII strings."""
+def _heaps_d(t: np.ndarray) -> np.ndarray:
+    """Number of novel ids of a category after ``t`` novel slots."""
+    return np.minimum(t, np.floor(HEAPS_K * t**HEAPS_BETA))
+
+
+def _novel_strings(v: _Vocab, seed: int, cats: np.ndarray, ids: np.ndarray) -> pa.StringArray:
+    """Text of the novel tokens ``(category, id)``: model codes, pseudo-brands, typos.
+
+    Returns ``3 * len(cats)`` strings: all lower case, then Title case, then UPPER case.
+    """
+    m = cats.size
+    key = (_U64(seed & 0xFFFF) << _U64(48)) ^ (cats.astype(_U64) << _U64(28)) ^ ids.astype(_U64)
+    h1 = _splitmix64(key)
+    h2 = _splitmix64(h1 ^ _U64(0xD1B54A32D192ED03))
+    h3 = _splitmix64(h2 ^ _U64(0x8CB92BA72F3D8DD7))
+    kind = (h1 % _U64(100)).astype(np.intp)
+    width = 9
+    cols = np.arange(width)
+    ucols = cols.astype(_U64)
+    seg_start = np.zeros((m, width), dtype=np.int64)
+    seg_len = np.zeros((m, width), dtype=np.int64)
+    off, length = v.off, v.length
+
+    def put(mask: np.ndarray, entry: np.ndarray, col: slice | int = slice(None)) -> None:
+        seg_start[:, col] = np.where(mask, off[entry], seg_start[:, col])
+        seg_len[:, col] = np.where(mask, length[entry], seg_len[:, col])
+
+    # Model codes (45 %): 1-3 letters, 2-5 digits and sometimes a trailing letter.
+    model = kind < 45
+    n_letters = np.array([1, 1, 1, 2, 2, 2, 2, 2, 3, 3])[_bits(h1, 8, 8) % 10]
+    n_digits = _bits(h1, 16, 2) + 2
+    tail = _bits(h1, 20, 3) == 0
+    letters = v.letter_ids[((h2[:, None] >> (_U64(5) * ucols)) % _U64(26)).astype(np.intp)]
+    digits = v.digit_ids[((h3[:, None] // _U64(10) ** ucols) % _U64(10)).astype(np.intp)]
+    is_letter = cols < n_letters[:, None]
+    is_digit = ~is_letter & (cols < (n_letters + n_digits)[:, None])
+    is_tail = (cols == (n_letters + n_digits)[:, None]) & tail[:, None]
+    put((is_letter | is_digit | is_tail) & model[:, None],
+        np.where(is_digit, digits, letters))  # fmt: skip
+
+    # Pseudo-brands (25 %): 2-3 syllables and sometimes a brand-like ending.
+    brand = (kind >= 45) & (kind < 70)
+    n_syl = _bits(h1, 24, 1) + 2
+    syl = v.syllable_ids[
+        ((h2[:, None] >> (_U64(8) * ucols[:3])) % _U64(v.syllable_ids.size)).astype(np.intp)
+    ]
+    put((cols[:3] < n_syl[:, None]) & brand[:, None], syl, slice(0, 3))
+    ending = v.brand_ending_ids[(h3 % _U64(v.brand_ending_ids.size)).astype(np.intp)]
+    put(brand & (_bits(h1, 32, 8) % 3 == 0), ending, 3)
+
+    # Typos (30 %) of the accent-free spanish form of one of the category's core words:
+    # a letter deleted, doubled, or swapped with the next one.
+    typo = kind >= 70
+    word = v.core_ascii[v.core_ptr[cats] + (h2 % v.core_len[cats].astype(_U64)).astype(np.intp)]
+    ws, wl = off[word], length[word]
+    op = _bits(h1, 40, 8) % 3
+    p = np.minimum((h3 % np.maximum(wl - 1, 1).astype(_U64)).astype(np.int64),
+                   np.maximum(wl - 2, 0))  # fmt: skip
+    delete, double, swap = op == 0, op == 1, op == 2
+    pieces = (
+        (ws, np.where(double, p + 1, p)),
+        (np.where(double, ws + p, ws + p + 1),
+         np.select([delete, double], [wl - p - 1, wl - p], np.minimum(1, wl - p - 1))),
+        (ws + p, np.where(swap, np.minimum(1, wl - p), 0)),
+        (ws + p + 2, np.where(swap, np.maximum(wl - p - 2, 0), 0)),
+    )  # fmt: skip
+    for col, (start, n) in enumerate(pieces):
+        seg_start[:, col] = np.where(typo, start, seg_start[:, col])
+        seg_len[:, col] = np.where(typo, n, seg_len[:, col])
+
+    lower = _gather(v.lower_pool, seg_start.reshape(-1), seg_len.reshape(-1))
+    tok_len = seg_len.sum(axis=1)
+    size = int(tok_len.sum())
+    starts = np.cumsum(tok_len) - tok_len
     is_lower = (lower >= 97) & (lower <= 122)
     upper = np.where(is_lower, lower - 32, lower).astype(np.uint8)
     title = lower.copy()
-    if starts.size:
-        title[starts] = upper[starts]
-    return np.concatenate([lower, title, upper])
+    title[starts] = upper[starts]
+    offsets = np.empty(3 * m + 1, dtype=np.int32)
+    offsets[:-1] = (starts[None, :] + size * np.arange(3)[:, None]).reshape(-1)
+    offsets[-1] = 3 * size
+    data = np.concatenate([lower, title, upper])
+    return pa.StringArray.from_buffers(3 * m, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 @dataclass
@@ -862,265 +818,143 @@ class _State:
     used: np.ndarray  # static entries used so far
 
 
-def _heaps_d(t: np.ndarray) -> np.ndarray:
-    """Distinct novel ids of a category after ``t`` novel slots."""
-    return np.minimum(t, np.floor(HEAPS_K * t**HEAPS_BETA))
-
-
-def _novel_strings(
-    v: _Vocab, seed: int, cats: np.ndarray, ids: np.ndarray
+def _random_words(
+    v: _Vocab, seed: int, row0: int, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Text of novel tokens ``(category, id)``: model codes, pseudo-brands and typos.
+    """Random words of rows ``[row0, row0 + n)``: one random stream per 4,096-row block.
 
-    Returns the lower | title | upper byte pool and each token's start and length in the
-    lower part.
+    Returns two uint64 words per row, the number of slots of each row and two uint64
+    words per slot.
     """
-    m = cats.size
-    key = (_U64(seed & 0xFFFFFFFF) << _U64(48)) ^ (cats.astype(_U64) << _U64(28)) ^ ids
-    h1 = _splitmix64(key)
-    h2 = _splitmix64(h1 ^ _U64(0xD1B54A32D192ED03))
-    h3 = _splitmix64(h2 ^ _U64(0x8CB92BA72F3D8DD7))
-    kind = (h1 % _U64(100)).astype(np.int64)
-    width = 9
-    seg_start = np.zeros((m, width), dtype=np.int64)
-    seg_len = np.zeros((m, width), dtype=np.int64)
-    off, length = v.off, v.length
-
-    # Model codes (45 %): 1-3 letters, 2-5 digits, sometimes a trailing letter.
-    model = kind < 45
-    nl = (
-        np.searchsorted(
-            [0.3, 0.8], ((h1 >> _U64(8)) % _U64(100)).astype(np.float64) / 100, side="right"
-        )
-        + 1
-    )
-    nd = ((h1 >> _U64(16)) % _U64(4)).astype(np.int64) + 2
-    tail = ((h1 >> _U64(20)) % _U64(5)) == 0
-    cols = np.arange(width)
-    letters = v.letter_ids[
-        ((h2[:, None] >> (_U64(5) * cols.astype(_U64))) % _U64(26)).astype(np.int64)
-    ]
-    digits = v.digit_ids[
-        ((h3[:, None] // (_U64(10) ** cols.astype(_U64))) % _U64(10)).astype(np.int64)
-    ]
-    is_letter = cols[None, :] < nl[:, None]
-    is_digit = (~is_letter) & (cols[None, :] < (nl + nd)[:, None])
-    is_tail = (cols[None, :] == (nl + nd)[:, None]) & tail[:, None]
-    piece = np.where(is_letter | is_tail, letters, digits)
-    present = (is_letter | is_digit | is_tail) & model[:, None]
-    seg_start = np.where(present, off[piece], seg_start)
-    seg_len = np.where(present, length[piece], seg_len)
-
-    # Pseudo-brands (25 %): 2-3 syllables and sometimes a brand-like ending.
-    brand = (kind >= 45) & (kind < 70)
-    ns = 2 + ((h1 >> _U64(24)) % _U64(2)).astype(np.int64)
-    syl = v.syllable_ids[
-        ((h2[:, None] >> (_U64(8) * cols[:3].astype(_U64))) % _U64(v.syllable_ids.size)).astype(
-            np.int64
-        )
-    ]
-    syl_present = (cols[None, :3] < ns[:, None]) & brand[:, None]
-    seg_start[:, :3] = np.where(syl_present, off[syl], seg_start[:, :3])
-    seg_len[:, :3] = np.where(syl_present, length[syl], seg_len[:, :3])
-    ending = v.brand_ending_ids[(h3 % _U64(v.brand_ending_ids.size)).astype(np.int64)]
-    has_end = brand & (((h1 >> _U64(32)) % _U64(3)) == 0)
-    seg_start[:, 3] = np.where(has_end, off[ending], seg_start[:, 3])
-    seg_len[:, 3] = np.where(has_end, length[ending], seg_len[:, 3])
-
-    # Typos (30 %) of the accent-free spanish form of one of the category's core words.
-    typo = kind >= 70
-    n_core = v.core_ptr[cats + 1] - v.core_ptr[cats]
-    word = v.core_ascii[v.core_ptr[cats] + (h2 % n_core.astype(_U64)).astype(np.int64)]
-    ws, wl = off[word], length[word].astype(np.int64)
-    op = ((h1 >> _U64(40)) % _U64(3)).astype(np.int64)
-    p = (h3 % np.maximum(wl - 1, 1).astype(_U64)).astype(np.int64)  # 0 <= p <= wl - 2
-    p = np.minimum(p, np.maximum(wl - 2, 0))
-    # delete p: [0, p) + [p+1, wl); double p: [0, p] + [p, wl); swap p, p+1.
-    a_len = np.select([op == 0, op == 1], [p, p + 1], p)
-    b_start = np.select([op == 0, op == 1], [ws + p + 1, ws + p], ws + p + 1)
-    b_len = np.select([op == 0, op == 1], [wl - p - 1, wl - p], np.minimum(1, wl - p - 1))
-    c_start = ws + p
-    c_len = np.where(op == 2, np.minimum(1, wl - p), 0)
-    d_start = ws + p + 2
-    d_len = np.where(op == 2, np.maximum(wl - p - 2, 0), 0)
-    for col, (s, n) in enumerate(
-        ((ws, a_len), (b_start, b_len), (c_start, c_len), (d_start, d_len))
-    ):
-        seg_start[:, col] = np.where(typo, s, seg_start[:, col])
-        seg_len[:, col] = np.where(typo, n, seg_len[:, col])
-
-    lower_pool = v.pool[: v.pool_size]
-    data = _gather(lower_pool, seg_start.reshape(-1), seg_len.reshape(-1))
-    tok_len = seg_len.sum(axis=1)
-    tok_start = np.cumsum(tok_len) - tok_len
-    return _case_variants(data, tok_start), tok_start, tok_len
-
-
-def _block_bits(seed: int, row0: int, n: int, slot_pmf_cdf: np.ndarray):
-    """Random words for rows ``[row0, row0 + n)``, one random stream per 4,096-row block."""
     row_words, slot_counts, slot_words = [], [], []
-    first = row0 // BLOCK_ROWS
-    for b in range(first, first + (n + BLOCK_ROWS - 1) // BLOCK_ROWS):
+    for b in range(row0 // BLOCK_ROWS, -(-(row0 + n) // BLOCK_ROWS)):
         nb = min(BLOCK_ROWS, row0 + n - b * BLOCK_ROWS)
         bg = np.random.PCG64(np.random.SeedSequence([seed, b]))
         rw = bg.random_raw(2 * nb).reshape(nb, 2)
-        u = ((rw[:, 1] >> _U64(40)) & _U64(0xFFFF)).astype(np.float64) * _INV16
-        n_slots = np.searchsorted(slot_pmf_cdf, u, side="right") + _MIN_SLOTS
+        n_slots = v.slot_lut[_bits(rw[:, 1], 40, 16)]
         row_words.append(rw)
         slot_counts.append(n_slots)
         slot_words.append(bg.random_raw(2 * int(n_slots.sum())).reshape(-1, 2))
     return np.concatenate(row_words), np.concatenate(slot_counts), np.concatenate(slot_words)
 
 
-def _make_chunk(
-    v: _Vocab, state: _State, seed: int, row0: int, n: int, cdfs: dict[str, np.ndarray]
-) -> pa.Table:
+def _make_chunk(v: _Vocab, state: _State, seed: int, row0: int, n: int) -> pa.Table:
     """Generate rows ``[row0, row0 + n)`` as a table of four string columns."""
-    rw, n_slots, sw = _block_bits(seed, row0, n, cdfs["slots"])
-    r0, r1 = rw[:, 0], rw[:, 1]
+    rw, n_slots, sw = _random_words(v, seed, row0, n)
+    r0, r1, s0, s1 = rw[:, 0], rw[:, 1], sw[:, 0], sw[:, 1]
     n_cats = len(v.names)
 
-    # ---- per row --------------------------------------------------------------------
-    cat_u = (r0 >> _U64(11)).astype(np.float64) * (1.0 / 2**53)
-    rank = np.minimum(np.searchsorted(v.cat_cdf, cat_u, side="right"), n_cats - 1)
-    cat = v.rank_to_cat[rank]
-    global_row = np.arange(row0, row0 + n, dtype=np.int64)
-    rr = global_row % ROUND_ROBIN_EVERY == 0
-    cat = np.where(rr, v.round_robin[(global_row // ROUND_ROBIN_EVERY) % n_cats], cat)
-    lang = (r1 & _U64(1)).astype(np.int64)
-    reliable = ((r1 >> _U64(1)) & _U64(0xFFFF)).astype(np.float64) * _INV16 < RELIABLE_SHARE
-    case_u = ((r1 >> _U64(17)) & _U64(0xFFFF)).astype(np.float64) * _INV16
-    case = np.searchsorted(cdfs["case"], case_u, side="right")  # title, sentence, lower, upper
+    # ---- rows -----------------------------------------------------------------------
+    cat = v.cat_lut[_bits(r0, 64 - _CAT_BITS, _CAT_BITS)]
+    rr_rows = np.arange(-(-row0 // ROUND_ROBIN_EVERY) * ROUND_ROBIN_EVERY, row0 + n,
+                        ROUND_ROBIN_EVERY)  # fmt: skip
+    cat[rr_rows - row0] = v.round_robin[(rr_rows // ROUND_ROBIN_EVERY) % n_cats]
+    lang = _bits(r1, 0, 1)
+    reliable = _bits(r1, 1, 16) < int(RELIABLE_SHARE * 2**16)
+    case = v.case_lut[_bits(r1, 17, 16)]
 
-    # ---- per slot -------------------------------------------------------------------
+    # ---- slot types -----------------------------------------------------------------
     total = int(n_slots.sum())
     row_start = np.cumsum(n_slots) - n_slots
     row_of = np.repeat(np.arange(n), n_slots)
-    pos = np.arange(total) - row_start[row_of]
-    s0, s1 = sw[:, 0], sw[:, 1]
-    type_u = (s0 & _U64(0xFFFF)).astype(np.float64) * _INV16
-    u = ((s0 >> _U64(16)) & _U64(0xFFFFFFFF)).astype(np.float64) * _INV32
-    sep_u = (s0 >> _U64(48)).astype(np.float64) * _INV16
-    acc_u = (s1 & _U64(0xFFFF)).astype(np.float64) * _INV16
-    reuse_u = ((s1 >> _U64(16)) & _U64(0xFFFFFFFF)).astype(np.float64) * _INV32
-
-    first_types = np.array([t for t, _ in _FIRST_SLOT])
-    other_types = np.array([t for t, _ in _OTHER_SLOT])
-    types = other_types[np.searchsorted(cdfs["other"], type_u, side="right")]
-    first_slot = pos == 0
-    types[first_slot] = first_types[
-        np.searchsorted(cdfs["first"], type_u[first_slot], side="right")
-    ]
-    second = np.flatnonzero(pos == 1)
-    types[second] = np.where(types[second - 1] == _HEAD, types[second], _HEAD)
+    type_bits = _bits(s0, 0, 16)
+    types = v.type_lut[1][type_bits]
+    types[row_start] = v.type_lut[0][type_bits[row_start]]
+    second = row_start + 1  # the head comes first or second
+    types[second] = np.where(types[row_start] == _HEAD, types[second], _HEAD)
+    conn = types == _CONN
+    types[1:][conn[1:] & conn[:-1]] = _GEN  # no two connectors in a row
     last = row_start + n_slots - 1
-    prev_conn = np.zeros(total, dtype=bool)
-    prev_conn[1:] = (types[:-1] == _CONN) & (pos[1:] > 0)
-    types[(types == _CONN) & prev_conn] = _GEN
     types[last] = np.where(types[last] == _CONN, _CORE, types[last])
 
-    slot_cat = cat[row_of]
+    # ---- static words ---------------------------------------------------------------
     slot_lang = lang[row_of]
-    ids = np.zeros(total, dtype=np.int64)
-
-    def pick(mask: np.ndarray, cdf: np.ndarray, table: np.ndarray) -> None:
-        x = u[mask] + slot_lang[mask]
-        idx = np.searchsorted(cdf, x, side="right")
-        ids[mask] = table[np.minimum(idx, table.size - 1)]
-
+    slot_cat = cat[row_of]
+    ids = np.full(total, v.one_word_id, dtype=np.int64)
+    table = v.type_table[types]
+    m = table >= 0
+    ids[m] = v.table_lut[((table[m] * 2 + slot_lang[m]) << _TABLE_BITS) | _bits(s0[m], 32, 18)]
     m = types == _HEAD
-    ids[m] = v.head_ids[slot_lang[m], slot_cat[m]]
-    m = types == _CORE
-    c = slot_cat[m]
-    lo, hi = v.core_ptr[c], v.core_ptr[c + 1]
-    ids[m] = v.core_ids[slot_lang[m], lo + ((hi - lo) * u[m] ** 1.6).astype(np.int64)]
-    m = types == _BRAND
-    c = slot_cat[m]
-    lo, hi = v.brand_ptr[c], v.brand_ptr[c + 1]
-    ids[m] = v.brand_ids[lo + ((hi - lo) * u[m] ** 1.5).astype(np.int64)]
-    pick(types == _CONN, v.conn_cdf, v.conn_ids)
-    pick(types == _GEN, v.gen_cdf, v.gen_ids)
-    pick(types == _PREFIX, v.pre_cdf, v.pre_ids)
-    pick(types == _NUM, v.num_cdf, v.num_ids)
-    novel = types == _NOVEL
-    static = ~novel
-    drop = static & (acc_u < ACCENT_DROP)
+    ids[m] = v.head_ids[slot_lang[m] * n_cats + slot_cat[m]]
+    for kind, ptr, size, pool, per_lang in (
+        (_CORE, v.core_ptr, v.core_len, v.core_ids, v.core_ascii.size),
+        (_BRAND, v.brand_ptr, v.brand_len, v.brand_ids, 0),
+    ):
+        m = np.flatnonzero(types == kind)
+        c = slot_cat[m]
+        pick = (size[c] * v.pow_lut[_bits(s0[m], 16, 16)]).astype(np.int64)
+        ids[m] = pool[slot_lang[m] * per_lang + ptr[c] + pick]
+    drop = _bits(s1, 0, 16) < int(ACCENT_DROP * 2**16)
     ids[drop] = v.folded[ids[drop]]
+    novel = types == _NOVEL
+    sep_kind = v.sep_lut[_bits(s0, 48, 16)]
 
-    # ---- truncate to MAX_WORDS words ------------------------------------------------
-    sep_kind = np.searchsorted(v.sep_cdf, sep_u, side="right")
-    tok_words = np.where(novel, 1, v.words[np.where(novel, 0, ids)]).astype(np.int64)
+    # ---- at most MAX_WORDS words: drop the slots past the cap -----------------------
+    tok_words = v.words[ids].astype(np.int64)
     slot_words = tok_words + v.sep_words[sep_kind]
-    cum = np.cumsum(slot_words)
-    # Words of the row before each slot; keep the slots whose token ends within the cap.
-    before = cum - slot_words - np.repeat(cum[row_start] - slot_words[row_start], n_slots)
-    keep = before + tok_words <= MAX_WORDS
-    if not keep.all():
-        row_of, pos, ids, sep_kind, sep_u, reuse_u, slot_cat, novel = (
-            a[keep] for a in (row_of, pos, ids, sep_kind, sep_u, reuse_u, slot_cat, novel)
+    over = np.flatnonzero(np.add.reduceat(slot_words, row_start) > MAX_WORDS)
+    if over.size:
+        sub = np.flatnonzero(np.isin(row_of, over))
+        sub_n = n_slots[over]
+        cum = np.cumsum(slot_words[sub])
+        first = np.cumsum(sub_n) - sub_n
+        before = cum - slot_words[sub] - np.repeat(cum[first] - slot_words[sub][first], sub_n)
+        keep = np.ones(total, dtype=bool)
+        keep[sub] = before + tok_words[sub] <= MAX_WORDS
+        row_of, ids, novel, sep_kind, s0, s1, slot_cat = (
+            a[keep] for a in (row_of, ids, novel, sep_kind, s0, s1, slot_cat)
         )
         n_slots = np.bincount(row_of, minlength=n)
         total = int(n_slots.sum())
         row_start = np.cumsum(n_slots) - n_slots
         last = row_start + n_slots - 1
-    static = ~novel
 
-    # ---- novel tokens (Heaps' law streams per category) -----------------------------
-    nov_idx = np.flatnonzero(novel)
-    nov_cat = slot_cat[nov_idx]
+    # ---- novel tokens: a Heaps' law stream of ids per category ----------------------
+    nov = np.flatnonzero(novel)
+    nov_cat = slot_cat[nov]
     order = np.argsort(nov_cat, kind="stable")
-    sorted_cat = nov_cat[order]
-    rank_sorted = np.arange(order.size) - np.searchsorted(sorted_cat, sorted_cat, side="left")
-    within = np.empty(order.size, dtype=np.int64)
-    within[order] = rank_sorted
+    in_order = nov_cat[order]
+    within = np.empty(nov.size, dtype=np.int64)
+    within[order] = np.arange(nov.size) - np.searchsorted(in_order, in_order, side="left")
     t = (state.novel_seen[nov_cat] + within + 1).astype(np.float64)
     d_prev = _heaps_d(t - 1)
-    is_new = _heaps_d(t) > d_prev
-    nov_id = np.where(is_new, d_prev, np.floor(d_prev * reuse_u[nov_idx] ** 2)).astype(np.int64)
+    reuse = _bits(s1[nov], 16, 32) * (1.0 / 2**32)
+    nov_id = np.where(_heaps_d(t) > d_prev, d_prev, np.floor(d_prev * reuse * reuse))
     state.novel_seen += np.bincount(nov_cat, minlength=n_cats)
-    keys = (nov_cat.astype(np.int64) << 32) | nov_id
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    dyn_pool, dyn_start, dyn_len = _novel_strings(
-        v, seed, (uniq >> 32).astype(np.int64), (uniq & 0xFFFFFFFF).astype(_U64)
-    )
-    dyn_size = int(dyn_len.sum())
+    uniq, inverse = np.unique((nov_cat << 32) | nov_id.astype(np.int64), return_inverse=True)
+    dyn = _novel_strings(v, seed, uniq >> 32, uniq & 0xFFFFFFFF)
 
-    # ---- bytes of the titles --------------------------------------------------------
-    # Case variant per slot: 0 lower, 1 title, 2 upper (sentence case: title then lower).
-    row_case = case[row_of]
-    variant = np.array([1, 0, 0, 2], dtype=np.int64)[row_case]
-    variant[(row_case == 1) & (pos == 0)] = 1
-    pool = np.concatenate([v.pool, dyn_pool])
-    tok_start = np.empty(total, dtype=np.int64)
-    tok_len = np.empty(total, dtype=np.int64)
-    sid = ids[static]
-    tok_start[static] = v.off[sid] + variant[static] * v.pool_size
-    tok_len[static] = v.length[sid]
-    tok_start[nov_idx] = 3 * v.pool_size + variant[nov_idx] * dyn_size + dyn_start[inverse]
-    tok_len[nov_idx] = dyn_len[inverse]
+    # ---- strings: pyarrow takes the pieces, rows are runs of pieces -----------------
+    variant = np.asarray(_CASE_VARIANT)[case]
+    sentence = row_start[case == 1]
+    variant = variant[row_of]
+    variant[sentence] = 1
     sep_id = v.sep_ids[sep_kind]
-    end_u = sep_u[last]
-    sep_id[last] = v.end_sep_ids[np.searchsorted(v.end_sep_cdf, end_u, side="right")]
-    seg_start = np.empty(2 * total, dtype=np.int64)
-    seg_len = np.empty(2 * total, dtype=np.int64)
-    seg_start[0::2] = tok_start
-    seg_len[0::2] = tok_len
-    seg_start[1::2] = v.off[sep_id]
-    seg_len[1::2] = v.length[sep_id]
-    data = _gather(pool, seg_start, seg_len)
-    row_bytes = np.add.reduceat(seg_len, 2 * row_start)
+    sep_id[last] = v.end_sep_ids[v.end_sep_lut[_bits(s0[last], 48, 16)]]
+    spaced = (sep_id == v.space_id) & ~novel  # the word's " " variant takes the separator
+    need_sep = ~spaced & (sep_id != v.empty_id)
+    pieces = np.empty(2 * total, dtype=np.int64)
+    pieces[0::2] = (variant * 2 + spaced) * v.n_static + ids
+    pieces[0::2][nov] = 6 * v.n_static + variant[nov] * uniq.size + inverse
+    pieces[1::2] = sep_id
+    keep_piece = np.ones(2 * total, dtype=bool)
+    keep_piece[1::2] = need_sep
+    pieces = pieces[keep_piece]
+    row_end = np.cumsum(np.add.reduceat(need_sep.astype(np.int64) + 1, row_start))
+    taken = pa.concat_arrays([v.strings, dyn]).take(pa.array(pieces.astype(np.int32)))
+    piece_offsets = np.frombuffer(taken.buffers()[1], dtype=np.int32, count=len(taken) + 1)
     offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(row_bytes, out=offsets[1:])
-    titles = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    offsets[1:] = piece_offsets[row_end]
+    titles = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), taken.buffers()[2])
 
-    state.used[sid] = True
+    state.used[ids[~novel]] = True
     state.cat_rows += np.bincount(cat, minlength=n_cats)
     return pa.table(
         {
             "title": titles,
-            "label_quality": pa.array(LABEL_QUALITIES).take(pa.array(reliable.astype(np.int8))),
+            "label_quality": pa.array(LABEL_QUALITIES).take(pa.array(reliable.view(np.int8))),
             "language": pa.array(LANGUAGES).take(pa.array(lang.astype(np.int8))),
-            "category": pa.array(v.names).take(pa.array(cat)),
+            "category": v.names.take(pa.array(cat.astype(np.int32))),
         }
     )
 
@@ -1153,25 +987,27 @@ def write_synthetic_titles(
 
     The file has the header ``title,label_quality,language,category`` (see the module
     docstring for the model of the data) and is gzip-compressed when ``path`` ends with
-    ``.gz``.  Rows are generated and written ``chunk_rows`` at a time (rounded up to a
-    multiple of 4,096) with :class:`pyarrow.csv.CSVWriter`, so memory stays bounded
-    whatever ``rows`` is; values are quoted by pyarrow.
+    ``.gz``.  Rows are generated ``chunk_rows`` at a time (rounded up to a multiple of
+    4,096) and streamed through :class:`pyarrow.csv.CSVWriter` from a background
+    thread, so memory stays bounded (two chunks) whatever ``rows`` is.  pyarrow quotes
+    every value (its "needed" style), so titles with commas round-trip.
 
     Args:
-        path: output file; parent directories are created.
+        path: output file; missing parent directories are created.
         rows: number of data rows.
-        seed: everything (vocabulary, categories, rows) is a function of the seed; the
+        seed: the vocabulary, the categories and the rows are functions of the seed; the
             same arguments give a byte-identical file.
         categories: number of categories (1,588 in the real data).
         chunk_rows: rows generated per chunk; does not change the output.
         progress: called with the number of rows written so far after each chunk.
 
     Returns:
-        ``{"rows", "categories", "distinct_tokens", "seconds", "bytes"}`` where
-        ``categories`` is the number of distinct categories written and
-        ``distinct_tokens`` estimates the distinct lower-cased ``\\W+`` tokens of the
-        titles (exact for the static vocabulary; novel tokens counted by id, so rare
-        hash collisions make it a slight over-estimate).
+        ``{"rows", "categories", "distinct_tokens", "seconds", "bytes"}``:
+        ``categories`` is the number of distinct categories written, ``distinct_tokens``
+        estimates the number of distinct lower-cased ``\\W+`` tokens of the titles
+        (exact for the static vocabulary; novel tokens are counted by id, so rare hash
+        collisions make it a slight over-estimate), ``seconds`` the wall time and
+        ``bytes`` the file size.
     """
     if rows < 0:
         raise ValueError(f"rows must be >= 0, got {rows}")
@@ -1187,36 +1023,39 @@ def write_synthetic_titles(
     state = _State(
         novel_seen=np.zeros(categories, dtype=np.int64),
         cat_rows=np.zeros(categories, dtype=np.int64),
-        used=np.zeros(v.length.size, dtype=bool),
+        used=np.zeros(v.n_static, dtype=bool),
     )
-    cdfs = {
-        "slots": _weights_cdf(_SLOT_PMF)[:-1],
-        "case": _weights_cdf(_CASE_PMF)[:-1],
-        "first": _weights_cdf([p for _, p in _FIRST_SLOT])[:-1],
-        "other": _weights_cdf([p for _, p in _OTHER_SLOT])[:-1],
-    }
     step = -(-chunk_rows // BLOCK_ROWS) * BLOCK_ROWS
     schema = pa.schema([(name, pa.string()) for name in COLUMNS])
-    with _open_sink(path) as sink:
+    with _open_sink(path) as sink, ThreadPoolExecutor(max_workers=1) as pool:
         sink.write((",".join(COLUMNS) + "\n").encode())
         writer = pacsv.CSVWriter(
             sink, schema, write_options=pacsv.WriteOptions(include_header=False)
         )
+        pending: Future | None = None
+        written = 0
         for row0 in range(0, rows, step):
-            n = min(step, rows - row0)
-            writer.write_table(_make_chunk(v, state, seed, row0, n, cdfs))
+            table = _make_chunk(v, state, seed, row0, min(step, rows - row0))
+            if pending is not None:
+                pending.result()
+                if progress is not None:
+                    progress(written)
+            pending = pool.submit(writer.write_table, table)
+            written = row0 + table.num_rows
+        if pending is not None:
+            pending.result()
             if progress is not None:
-                progress(row0 + n)
+                progress(written)
         writer.close()
 
     used = np.flatnonzero(state.used)
     starts, ends = v.atom_ptr[used], v.atom_ptr[used + 1]
-    atoms = _gather(v.atom_ids, starts, ends - starts)
+    atoms = np.unique(_gather(v.atom_ids, starts, ends - starts))
     novel = int(_heaps_d(state.novel_seen.astype(np.float64)).sum())
     return {
         "rows": rows,
         "categories": int(np.count_nonzero(state.cat_rows)),
-        "distinct_tokens": int(np.unique(atoms).size) + novel,
+        "distinct_tokens": int(atoms.size) + novel,
         "seconds": time.perf_counter() - started,
         "bytes": path.stat().st_size,
     }

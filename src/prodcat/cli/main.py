@@ -1,0 +1,280 @@
+"""The `prodcat` command: a thin typer layer over plain functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from prodcat.errors import ProdcatError
+
+app = typer.Typer(
+    help="Train, compare and serve neural classifiers of product titles.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Read, encode, summarise and generate title files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out = Console()
+
+
+def bundled_sample() -> Path:
+    """The sample of real MeLi titles that ships with prodcat (see resources/ATTRIBUTION.md)."""
+    return Path(str(resources.files("prodcat") / "resources" / "meli-es-sample.jsonl.gz"))
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config value: --set training.epochs=2 (repeatable)."),
+]
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    train: Annotated[
+        Optional[Path], typer.Option(help="Training file (CSV or JSON lines, plain or .gz). Default: the bundled sample.")
+    ] = None,
+    validation: Annotated[
+        Optional[Path], typer.Option(help="Validation file; without it, data.validation_size rows are split off.")
+    ] = None,
+    test: Annotated[
+        Optional[Path], typer.Option(help="Test file; without it, data.test_size rows are split off.")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Model folder. Default: runs/FAMILY-TIME.")
+    ] = None,
+    overrides: SetOpt = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --output from its last checkpoint (or extend it).")
+    ] = False,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment name.")] = None,
+    run_name: Annotated[Optional[str], typer.Option(help="MLflow run name.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the result.")] = False,
+) -> None:
+    """Train a classifier, log it to MLflow and save its model folder.
+
+    Also accepts the DiploDatos course's options unchanged (--train-data, --classifier, ...).
+    """
+    run_training(config, train, validation, test, output, overrides or [], resume, no_track,
+                 quiet, experiment, run_name)
+
+
+def run_training(config, train, validation, test, output, overrides, resume, no_track, quiet,
+                 experiment=None, run_name=None) -> None:
+    from prodcat.config import build_config
+    from prodcat.data.dataset import load_splits
+    from prodcat.tracking.tracker import make_tracker
+    from prodcat.training.loop import train as train_model
+
+    _setup_logging(quiet)
+    cfg = build_config(config, overrides)
+    if no_track:
+        cfg.tracking.enabled = False
+    if experiment:
+        cfg.tracking.experiment = experiment
+    if run_name:
+        cfg.tracking.run_name = run_name
+    if quiet:
+        cfg.training.progress = False
+    train = train or bundled_sample()
+    output = output or Path("runs") / f"{cfg.model.family}-{datetime.now():%Y%m%d-%H%M%S}"
+    splits = load_splits(cfg.data, train, validation, test, progress=_encoding_progress(quiet))
+    for line in splits.summary.lines():
+        logging.getLogger("prodcat").info(line)
+    result = train_model(cfg, splits, output, make_tracker(cfg.tracking), resume=resume)
+    _print_result(result, cfg)
+
+
+def _encoding_progress(quiet: bool):
+    from prodcat.training.progress import progress_bar
+
+    state: dict = {}
+
+    def report(name: str, done: int, total: int) -> None:
+        if quiet:
+            return
+        if state.get("name") != name:
+            if "bar" in state:
+                state["bar"].stop()
+            state["name"] = name
+            state["bar"] = progress_bar(True, unit="bytes")
+            state["bar"].start()
+            state["task"] = state["bar"].add_task(f"encoding {Path(name).name}", total=total, info="")
+        state["bar"].update(state["task"], completed=done)
+        if done >= total:
+            state["bar"].stop()
+            state.pop("bar")
+            state.pop("name")
+
+    return report
+
+
+def _print_result(result, cfg) -> None:
+    m = result.metrics
+    table = Table(title=f"{cfg.model.family} — best epoch {m['best_epoch']} of {m['epochs_run']}")
+    table.add_column("split")
+    for name in ("balanced_accuracy", "accuracy", "macro_f1", "loss"):
+        table.add_column(name, justify="right")
+    for split in ("validation", "test"):
+        if split in m:
+            table.add_row(split, *(f"{m[split][k]:.4f}" for k in
+                                   ("balanced_accuracy", "accuracy", "macro_f1", "loss")))
+    out.print(table)
+    out.print(f"trained {m['train_rows']:,} titles in {m['train_seconds']:.1f} s "
+              f"({m['titles_per_second']:,.0f} titles/s on {m['device']})")
+    out.print(f"model folder: {result.output_dir}")
+    if result.run_id:
+        out.print(f"MLflow run {result.run_id}: mlflow ui --backend-store-uri {cfg.tracking.uri or _uri()}")
+
+
+def _uri() -> str:
+    import os
+
+    from prodcat.tracking.tracker import DEFAULT_URI
+
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `prodcat train`.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Labelled file to score.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a trained model on a labelled file: balanced accuracy, accuracy, macro-F1."""
+    from prodcat.serving.predictor import Classifier
+
+    _setup_logging(quiet=True)
+    metrics = Classifier.load(model).evaluate(data)
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    for key in ("balanced_accuracy", "accuracy", "macro_f1", "loss"):
+        out.print(f"{key:>18}: {metrics[key]:.4f}")
+    out.print(f"{'rows':>18}: {metrics['rows']:,}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `prodcat train`.")],
+    titles: Annotated[list[str], typer.Argument(help="Titles to classify.")],
+    top_k: Annotated[int, typer.Option(help="Show the k most likely categories.")] = 1,
+) -> None:
+    """Predict the category of titles given on the command line."""
+    from prodcat.serving.predictor import Classifier
+
+    clf = Classifier.load(model)
+    for title, best in zip(titles, clf.predict_proba(titles, top_k=top_k)):
+        out.print(f"{title}\t" + "  ".join(f"{c} ({p:.3f})" for c, p in best))
+
+
+@data_app.command("prepare")
+def data_prepare(
+    input: Annotated[Path, typer.Option("--input", "-i", help="Title file (CSV or JSON lines).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the encoded cache.")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Encode a file into a reusable cache; save its vocabulary and label map; summarise it."""
+    from prodcat.config import build_config
+    from prodcat.data.dataset import load_splits
+
+    _setup_logging(quiet)
+    cfg = build_config(config, overrides)
+    cfg.data.cache_dir = output
+    started = time.perf_counter()
+    splits = load_splits(cfg.data, input, progress=_encoding_progress(quiet))
+    splits.vocabulary.save(output / "vocab.txt")
+    splits.labels.save(output / "labels.txt")
+    for line in splits.summary.lines():
+        out.print(line)
+    out.print(f"cache in {output} ({time.perf_counter() - started:.1f} s); "
+              f"vocab.txt and labels.txt written")
+
+
+@data_app.command("stats")
+def data_stats(
+    file: Annotated[Path, typer.Argument(help="Title file (CSV or JSON lines, plain or .gz).")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Summarise a file: rows, languages, label quality, categories, title lengths."""
+    from prodcat.config import build_config
+    from prodcat.data.stats import file_stats
+
+    _setup_logging(quiet=True)
+    cfg = build_config(config, overrides)
+    for line in file_stats(file, cfg.data):
+        out.print(line)
+
+
+@data_app.command("synth")
+def data_synth(
+    rows: Annotated[int, typer.Option("--rows", "-n", help="Rows to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file (.csv or .csv.gz).")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same file.")] = 0,
+    categories: Annotated[int, typer.Option(help="Number of categories.")] = 1588,
+) -> None:
+    """Write a realistic synthetic title file (challenge CSV layout) for scale tests."""
+    from prodcat.data.synth import write_synthetic_titles
+    from prodcat.training.progress import progress_bar
+
+    with progress_bar(True, unit="rows") as bar:
+        task = bar.add_task(f"writing {output.name}", total=rows, info="")
+        summary = write_synthetic_titles(
+            output, rows, seed=seed, categories=categories,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    out.print(json.dumps(summary))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the command, turning user errors into one line and exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args[:1] == ["train"]:
+            from prodcat.cli.course import is_course_command, translate
+
+            if is_course_command(args[1:]):
+                run_training(**translate(args[1:]))
+                return
+        app(args=args, prog_name="prodcat", standalone_mode=True)
+    except ProdcatError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
