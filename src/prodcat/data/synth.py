@@ -70,6 +70,7 @@ name, so ``.gz`` files are byte-identical too.
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +83,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 __all__ = ["COLUMNS", "write_synthetic_titles"]
@@ -93,9 +95,9 @@ LABEL_QUALITIES = ("unreliable", "reliable")
 BLOCK_ROWS = 4096  # rows drawn from one random stream; chunks are multiples of this
 RELIABLE_SHARE = 0.06
 MAX_WORDS = 15
-HEAPS_K = 3.2  # novel ids of a category after t novel slots: min(t, K * t**BETA)
-HEAPS_BETA = 0.7
-ACCENT_DROP = 0.35  # share of uses of an accented word written without its accents
+HEAPS_K = 2.9  # novel ids of a category after t novel slots: min(t, K * t**BETA)
+HEAPS_BETA = 0.75
+ACCENT_DROP = 0.45  # share of uses of an accented word written without its accents
 ROUND_ROBIN_EVERY = 25  # every 25th row goes to the next category in turn
 GZIP_LEVEL = 1
 
@@ -108,11 +110,11 @@ _FIRST_SLOT = ((_HEAD, 0.74), (_PREFIX, 0.10), (_NUM, 0.05), (_BRAND, 0.04), (_C
 _OTHER_SLOT = ((_CORE, 0.40), (_CONN, 0.12), (_GEN, 0.14), (_BRAND, 0.09), (_NUM, 0.15),
                (_NOVEL, 0.10))
 # Probabilities of 3, 4, ..., 13 slots per title.
-_SLOT_PMF = (0.06, 0.09, 0.13, 0.17, 0.17, 0.14, 0.10, 0.07, 0.04, 0.02, 0.01)
+_SLOT_PMF = (0.08, 0.13, 0.17, 0.19, 0.16, 0.12, 0.08, 0.04, 0.02, 0.007, 0.003)
 _MIN_SLOTS = 3
 # (separator, words it adds, probability) between slots, and after the last slot.
-_SEPARATORS = ((" ", 0, 0.887), ("  ", 0, 0.02), (" - ", 1, 0.035), (", ", 0, 0.008),
-               (" / ", 1, 0.03), (" + ", 1, 0.02))
+_SEPARATORS = ((" ", 0, 0.946), ("  ", 0, 0.015), (" - ", 1, 0.012), (", ", 0, 0.009),
+               (" / ", 1, 0.012), (" + ", 1, 0.006))
 _END_SEPARATORS = (("", 0, 0.97), (" ", 0, 0.03))
 # Row case styles: Title Case, Sentence case, lower, UPPER; and the pool variant
 # (0 lower, 1 title, 2 upper) of their words (a Sentence case row titles its first slot).
@@ -350,17 +352,13 @@ def _weighted(text: str) -> list[tuple[str, float]]:
     return [(w, float(x)) for w, _, x in (item.rpartition(":") for item in text.split())]
 
 
-def _to_portuguese(word: str) -> str:
-    """Portuguese-looking spelling of a Spanish(-like) word."""
-    w = word.replace("ción", "ção").replace("ñ", "nh").replace("ll", "lh")
-    if "ue" in w:
-        w = _PT_UE.sub("o", w)
-    if "ie" in w:
-        w = _PT_IE.sub("e", w)
-    for es, pt in _PT_SUFFIXES:
-        if w.endswith(es):
-            return w[: -len(es)] + pt
-    return w
+def _to_portuguese(words: list[str]) -> list[str]:
+    """Portuguese-looking spellings of Spanish(-like) words (one-word entries)."""
+    text = "\n".join(words).replace("ción", "ção").replace("ñ", "nh").replace("ll", "lh")
+    text = _PT_IE.sub("e", _PT_UE.sub("o", text))
+    for es, pt in _PT_SUFFIXES:  # the suffixes never end one another
+        text = re.sub(es + "$", pt, text, flags=re.MULTILINE)
+    return text.split("\n")
 
 
 def _agree(modifier: str, head: str) -> str:
@@ -377,7 +375,8 @@ def _agree(modifier: str, head: str) -> str:
 
 
 def _title_case(text: str) -> str:
-    return " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
+    """Capitalise every space-separated word of a lower-case text (``1700w`` stays)."""
+    return " ".join(map(str.capitalize, text.split(" ")))
 
 
 def _weights_cdf(weights: object) -> np.ndarray:
@@ -422,6 +421,29 @@ def _pseudo_words(
                 w = w[:p] + _ACCENTED[w[p]] + w[p + 1 :]
         out.append(w)
     return out
+
+
+class _WordSource:
+    """Pseudo-words generated in batches (a Python call per word list is slow)."""
+
+    def __init__(
+        self, rng: np.random.Generator, syllables: list[str], endings: list[str],
+        ending_p: float, accent_p: float, portuguese: bool,
+    ) -> None:  # fmt: skip
+        self.args = (rng, 4096, syllables, endings, ending_p, accent_p)
+        self.portuguese = portuguese
+        self.words: list[tuple[str, str]] = []
+        self.pos = 0
+
+    def take(self, k: int) -> list[tuple[str, str]]:
+        """The next ``k`` (spanish, portuguese) pairs."""
+        while self.pos + k > len(self.words):
+            new = _pseudo_words(*self.args)
+            pt = _to_portuguese(new) if self.portuguese else new
+            self.words = self.words[self.pos :] + list(zip(new, pt, strict=True))
+            self.pos = 0
+        self.pos += k
+        return self.words[self.pos - k : self.pos]
 
 
 def _numbers(lang: int) -> tuple[list[str], np.ndarray]:
@@ -479,6 +501,7 @@ class _Vocab:
     folded: np.ndarray  # id of the accent-free variant (the entry itself when ASCII)
     atom_ptr: np.ndarray  # CSR: lower-cased \W+ tokens of each entry
     atom_ids: np.ndarray
+    atoms: list[str]  # text of the tokens
     one_word_id: int  # placeholder id for novel slots
     space_id: int
     empty_id: int
@@ -530,22 +553,21 @@ def _category_lists(
     brand_p = _zipf_weights(len(real_brands), 0.8, 3.0)
     brand_p /= brand_p.sum()
 
+    core_words = _WordSource(rng, _SYLLABLES, _ENDINGS, 0.45, 0.06, portuguese=True)
+    brand_words = _WordSource(rng, _BRAND_SYLLABLES, _BRAND_ENDINGS, 0.3, 0.0, portuguese=False)
     base_core: dict[int, list[tuple[str, str]]] = {}
     base_brands: dict[int, list[str]] = {}
     for b in sorted({b for b, _ in combos}):
         n_core = int(np.clip(round(np.exp(rng.normal(np.log(75), 0.45))), 30, 160))
         n_feat = int(round(n_core * rng.uniform(0.25, 0.5)))
         words = [features[i] for i in rng.choice(len(features), n_feat, False, feature_p)]
-        pseudo = _pseudo_words(rng, n_core - n_feat, _SYLLABLES, _ENDINGS, 0.45, 0.12)
-        words += [(w, _to_portuguese(w)) for w in pseudo]
+        words += core_words.take(n_core - n_feat)
         base_core[b] = [words[i] for i in rng.permutation(len(words))]
         brands = [
             real_brands[i]
             for i in rng.choice(len(real_brands), int(rng.integers(3, 11)), False, brand_p)
         ]
-        brands += _pseudo_words(
-            rng, int(rng.integers(3, 13)), _BRAND_SYLLABLES, _BRAND_ENDINGS, 0.3, 0.0
-        )
+        brands += [w for w, _ in brand_words.take(int(rng.integers(3, 13)))]
         base_brands[b] = [brands[i] for i in rng.permutation(len(brands))]
 
     names: list[str] = []
@@ -559,20 +581,37 @@ def _category_lists(
         if m >= 0:
             men, mes, mpt = mods[m]
             en, es, pt = f"{men}_{en}", f"{es} {_agree(mes, es)}", f"{pt} {_agree(mpt, pt)}"
-            own = _pseudo_words(rng, int(rng.integers(10, 41)), _SYLLABLES, _ENDINGS, 0.45, 0.12)
             keep = (rng.random(len(core)) < 0.7).tolist()
             core = [w for w, k in zip(core, keep, strict=True) if k]
-            core += [(w, _to_portuguese(w)) for w in own] + [(mes, mpt)]
+            core += core_words.take(int(rng.integers(10, 41))) + [(mes, mpt)]
             core = [core[i] for i in rng.permutation(len(core))][:200]
-            brands = brands + _pseudo_words(
-                rng, int(rng.integers(1, 6)), _BRAND_SYLLABLES, _BRAND_ENDINGS, 0.3, 0.0
-            )
+            brands = brands + [w for w, _ in brand_words.take(int(rng.integers(1, 6)))]
         seen[en] = seen.get(en, 0) + 1
         names.append(en if seen[en] == 1 else f"{en}_{seen[en]}")
         heads.append((es, pt))
         cores.append(core)
         brand_lists.append(brands)
     return names, heads, cores, brand_lists
+
+
+def _string_variants(length: np.ndarray, variants: tuple[list[bytes], ...]) -> pa.StringArray:
+    """One string array of every variant of the entries, bare and with a trailing space.
+
+    All variants of an entry have the same byte length (checked), so entry ``i`` of
+    variant ``k`` (``2 * case + spaced``) is string ``k * len(length) + i``.
+    """
+    datas, lengths = [], []
+    for variant in variants:
+        if any(len(x) != n for x, n in zip(variant, length.tolist(), strict=True)):
+            raise ValueError("case variants must keep the byte length of every entry")
+        datas += [b"".join(variant), b" ".join(variant) + b" "]
+        lengths += [length, length + 1]
+    all_lengths = np.concatenate(lengths)
+    offsets = np.zeros(all_lengths.size + 1, dtype=np.int32)
+    np.cumsum(all_lengths, out=offsets[1:])
+    return pa.StringArray.from_buffers(
+        all_lengths.size, pa.py_buffer(offsets), pa.py_buffer(b"".join(datas))
+    )
 
 
 @lru_cache(maxsize=4)
@@ -630,14 +669,20 @@ def _build_vocab(seed: int, categories: int) -> _Vocab:
 
     # ---- strings ------------------------------------------------------------------------
     items = pb.items
-    variants = [items, [_title_case(s) for s in items], [s.upper() for s in items]]
-    strings = pa.array([s + tail for v in variants for tail in ("", " ") for s in v],
-                       type=pa.string())  # fmt: skip
-    encoded = [s.encode() for s in items]
-    length = np.array([len(b) for b in encoded], dtype=np.int64)
-    atom_index: dict[str, int] = {}
-    atom_lists = [[atom_index.setdefault(a, len(atom_index))
-                   for a in _TOKEN_SPLIT.split(s) if a] for s in items]  # fmt: skip
+    encoded = [x.encode() for x in items]
+    length = np.array([len(x) for x in encoded], dtype=np.int64)
+    strings = _string_variants(
+        length,
+        (encoded, [_title_case(x).encode() for x in items], [x.upper().encode() for x in items]),
+    )
+    # Lower-cased \W+ tokens of every entry; most entries are one token, their own id.
+    atom_index = dict(pb.ids)
+    atom_lists = [[i] for i in range(len(items))]
+    for i, x in enumerate(items):
+        if not x.isalnum():
+            atom_lists[i] = [
+                atom_index.setdefault(a, len(atom_index)) for a in _TOKEN_SPLIT.split(x) if a
+            ]
     atom_len = np.array([len(a) for a in atom_lists], dtype=np.int64)
     atom_ptr = np.zeros(len(items) + 1, dtype=np.int64)
     np.cumsum(atom_len, out=atom_ptr[1:])
@@ -648,13 +693,14 @@ def _build_vocab(seed: int, categories: int) -> _Vocab:
         lower_pool=np.frombuffer(b"".join(encoded), dtype=np.uint8),
         off=np.cumsum(length) - length,
         length=length,
-        words=np.array([len(s.split()) for s in items], dtype=np.int8),
+        words=np.array([len(x.split()) for x in items], dtype=np.int8),
         folded=np.array(
-            [pb.ids.get(s.translate(fold), i) for i, s in enumerate(items)],
+            [i if x.isascii() else pb.ids.get(x.translate(fold), i) for i, x in enumerate(items)],
             dtype=np.int64,
         ),  # fmt: skip
         atom_ptr=atom_ptr,
-        atom_ids=np.array([a for al in atom_lists for a in al], dtype=np.int64),
+        atoms=list(atom_index),
+        atom_ids=np.fromiter(itertools.chain.from_iterable(atom_lists), dtype=np.int64),
         one_word_id=int(letter_ids[0]),
         space_id=space_id,
         empty_id=empty_id,
@@ -816,6 +862,7 @@ class _State:
     novel_seen: np.ndarray  # novel slots drawn so far, per category
     cat_rows: np.ndarray  # rows written so far, per category
     used: np.ndarray  # static entries used so far
+    novel_texts: list[pa.Array]  # lower-case text of the novel ids created so far
 
 
 def _random_words(
@@ -889,25 +936,23 @@ def _make_chunk(v: _Vocab, state: _State, seed: int, row0: int, n: int) -> pa.Ta
     novel = types == _NOVEL
     sep_kind = v.sep_lut[_bits(s0, 48, 16)]
 
-    # ---- at most MAX_WORDS words: drop the slots past the cap -----------------------
-    tok_words = v.words[ids].astype(np.int64)
+    # ---- at most MAX_WORDS words: empty the slots past the cap ----------------------
+    tok_words = v.words[ids]
     slot_words = tok_words + v.sep_words[sep_kind]
-    over = np.flatnonzero(np.add.reduceat(slot_words, row_start) > MAX_WORDS)
+    over = np.flatnonzero(np.add.reduceat(slot_words, row_start, dtype=np.int64) > MAX_WORDS)
+    cut = np.empty(0, dtype=np.int64)
     if over.size:
-        sub = np.flatnonzero(np.isin(row_of, over))
         sub_n = n_slots[over]
-        cum = np.cumsum(slot_words[sub])
         first = np.cumsum(sub_n) - sub_n
-        before = cum - slot_words[sub] - np.repeat(cum[first] - slot_words[sub][first], sub_n)
-        keep = np.ones(total, dtype=bool)
-        keep[sub] = before + tok_words[sub] <= MAX_WORDS
-        row_of, ids, novel, sep_kind, s0, s1, slot_cat = (
-            a[keep] for a in (row_of, ids, novel, sep_kind, s0, s1, slot_cat)
-        )
-        n_slots = np.bincount(row_of, minlength=n)
-        total = int(n_slots.sum())
-        row_start = np.cumsum(n_slots) - n_slots
-        last = row_start + n_slots - 1
+        sub = np.repeat(row_start[over] - first, sub_n) + np.arange(int(sub_n.sum()))
+        w = slot_words[sub].astype(np.int64)
+        cum = np.cumsum(w)
+        before = cum - w - np.repeat(cum[first] - w[first], sub_n)
+        keep = before + tok_words[sub] <= MAX_WORDS
+        cut = sub[~keep]
+        ids[cut] = v.empty_id
+        novel[cut] = False
+        last[over] = row_start[over] + np.add.reduceat(keep, first, dtype=np.int64) - 1
 
     # ---- novel tokens: a Heaps' law stream of ids per category ----------------------
     nov = np.flatnonzero(novel)
@@ -923,6 +968,8 @@ def _make_chunk(v: _Vocab, state: _State, seed: int, row0: int, n: int) -> pa.Ta
     state.novel_seen += np.bincount(nov_cat, minlength=n_cats)
     uniq, inverse = np.unique((nov_cat << 32) | nov_id.astype(np.int64), return_inverse=True)
     dyn = _novel_strings(v, seed, uniq >> 32, uniq & 0xFFFFFFFF)
+    created = np.unique(inverse[_heaps_d(t) > d_prev])
+    state.novel_texts.append(dyn.take(pa.array(created)))
 
     # ---- strings: pyarrow takes the pieces, rows are runs of pieces -----------------
     variant = np.asarray(_CASE_VARIANT)[case]
@@ -930,6 +977,7 @@ def _make_chunk(v: _Vocab, state: _State, seed: int, row0: int, n: int) -> pa.Ta
     variant = variant[row_of]
     variant[sentence] = 1
     sep_id = v.sep_ids[sep_kind]
+    sep_id[cut] = v.empty_id
     sep_id[last] = v.end_sep_ids[v.end_sep_lut[_bits(s0[last], 48, 16)]]
     spaced = (sep_id == v.space_id) & ~novel  # the word's " " variant takes the separator
     need_sep = ~spaced & (sep_id != v.empty_id)
@@ -1004,10 +1052,8 @@ def write_synthetic_titles(
     Returns:
         ``{"rows", "categories", "distinct_tokens", "seconds", "bytes"}``:
         ``categories`` is the number of distinct categories written, ``distinct_tokens``
-        estimates the number of distinct lower-cased ``\\W+`` tokens of the titles
-        (exact for the static vocabulary; novel tokens are counted by id, so rare hash
-        collisions make it a slight over-estimate), ``seconds`` the wall time and
-        ``bytes`` the file size.
+        the exact number of distinct lower-cased tokens of the titles (split on ``\\W+``),
+        ``seconds`` the wall time and ``bytes`` the file size.
     """
     if rows < 0:
         raise ValueError(f"rows must be >= 0, got {rows}")
@@ -1024,6 +1070,7 @@ def write_synthetic_titles(
         novel_seen=np.zeros(categories, dtype=np.int64),
         cat_rows=np.zeros(categories, dtype=np.int64),
         used=np.zeros(v.n_static, dtype=bool),
+        novel_texts=[],
     )
     step = -(-chunk_rows // BLOCK_ROWS) * BLOCK_ROWS
     schema = pa.schema([(name, pa.string()) for name in COLUMNS])
@@ -1048,14 +1095,21 @@ def write_synthetic_titles(
                 progress(written)
         writer.close()
 
-    used = np.flatnonzero(state.used)
-    starts, ends = v.atom_ptr[used], v.atom_ptr[used + 1]
-    atoms = np.unique(_gather(v.atom_ids, starts, ends - starts))
-    novel = int(_heaps_d(state.novel_seen.astype(np.float64)).sum())
     return {
         "rows": rows,
         "categories": int(np.count_nonzero(state.cat_rows)),
-        "distinct_tokens": int(atoms.size) + novel,
+        "distinct_tokens": _distinct_tokens(v, state),
         "seconds": time.perf_counter() - started,
         "bytes": path.stat().st_size,
     }
+
+
+def _distinct_tokens(v: _Vocab, state: _State) -> int:
+    """Distinct lower-cased ``\\W+`` tokens of the titles written (exact)."""
+    used = np.flatnonzero(state.used)
+    starts, ends = v.atom_ptr[used], v.atom_ptr[used + 1]
+    atom_ids = np.unique(_gather(v.atom_ids, starts, ends - starts))
+    static = pa.array([v.atoms[i] for i in atom_ids.tolist()], type=pa.string())
+    return int(
+        pc.count_distinct(pa.chunked_array([static, *state.novel_texts], pa.string())).as_py()
+    )

@@ -45,6 +45,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     run_id: str | None = None
+    model: torch.nn.Module | None = None  # the best weights, on the training device
 
 
 def resolve_device(name: str) -> torch.device:
@@ -295,8 +296,7 @@ def _finish(cfg, model, featurizer, splits, state, output, device, autocast, tra
         if history else 0.0,
         "device": device_name(device),
     }
-    save_model_folder(output, cfg, model.cpu(), featurizer, splits.labels)
-    model.to(device)
+    save_model_folder(output, cfg, model, featurizer, splits.labels)
     report_split = splits.test or splits.validation
     scores, y_pred = evaluate_split(model, report_split, t.eval_batch_size, device, autocast)
     if splits.test is not None:
@@ -313,4 +313,4 @@ def _finish(cfg, model, featurizer, splits, state, output, device, autocast, tra
         if path.is_file() and path.name != CHECKPOINT:
             tracker.log_artifact(path, artifact_path="model")
     log.info("saved the model in %s", output)
-    return TrainResult(output, metrics, history, state["best_epoch"], state["run_id"])
+    return TrainResult(output, metrics, history, state["best_epoch"], state["run_id"], model)

@@ -1,0 +1,102 @@
+"""The DiploDatos course's command lines work unchanged after `prodcat train`."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import shlex
+
+import pytest
+
+from prodcat.cli.main import main
+
+CNN_COMMAND = (
+    "train --train-data ./data/meli-challenge-2019/spanish.train.jsonl.gz "
+    "--test-data ./data/meli-challenge-2019/spanish.test.jsonl.gz "
+    "--token-to-index ./data/meli-challenge-2019/spanish_token_to_index.json.gz "
+    "--language spanish --validation-data ./data/meli-challenge-2019/spanish.validation.jsonl.gz "
+    "--embeddings-size 300 --hidden-layers 256 128 --dropout 0.3 --epochs 1 "
+    "--train-max-size 50000 --validation-max-size 50000 --random-buffer-size 4096 "
+    "--cnn-filters-length 3 --classifier CNN"
+)
+LSTM_COMMAND = (
+    "train --train-data ./data/meli-challenge-2019/spanish.train.jsonl.gz "
+    "--test-data ./data/meli-challenge-2019/spanish.test.jsonl.gz "
+    "--token-to-index ./data/meli-challenge-2019/spanish_token_to_index.json.gz "
+    "--language spanish --validation-data ./data/meli-challenge-2019/spanish.validation.jsonl.gz "
+    "--embeddings-size 300 --hidden-layers 256 128 --dropout 0.3 --epochs 1 "
+    "--train-max-size 50000 --validation-max-size 50000 --random-buffer-size 4096 "
+    "{hidden} 64 {layers} 1 --classifier LSTM"
+)
+WORDS = ["placa", "sonido", "lavar", "maquina", "freno", "disco", "bolso", "bebe", "cuero", "usb"]
+CATEGORIES = ["SOUND_CARDS", "WASHING_MACHINES", "BRAKE_DISCS"]
+
+
+@pytest.fixture
+def course_data(tmp_path, monkeypatch):
+    """The course's layout: split files with `data` token ids and a token_to_index file."""
+    folder = tmp_path / "data" / "meli-challenge-2019"
+    folder.mkdir(parents=True)
+    index = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    with gzip.open(folder / "spanish_token_to_index.json.gz", "wt", encoding="utf-8") as f:
+        json.dump(index, f)
+    rng = random.Random(0)
+    for split, n in (("train", 60), ("validation", 15), ("test", 15)):
+        with gzip.open(folder / f"spanish.{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+            for i in range(n):
+                target = i % len(CATEGORIES)
+                words = WORDS[3 * target : 3 * target + 3] + [rng.choice(WORDS[9:])]
+                row = {
+                    "language": "spanish", "label_quality": "reliable",
+                    "title": " ".join(words).title(), "category": CATEGORIES[target],
+                    "tokenized_title": words, "data": [index[w] for w in words],
+                    "target": target, "n_labels": len(CATEGORIES),
+                }
+                f.write(json.dumps(row) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("PRODCAT_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def run(command: str) -> int:
+    with pytest.raises(SystemExit) as done:
+        main(shlex.split(command) + ["--quiet"])
+        raise SystemExit(0)
+    return done.value.code
+
+
+def only_run_folder(root):
+    [folder] = list((root / "runs").iterdir())
+    return folder
+
+
+def test_course_cnn_command_line(course_data):
+    assert run(CNN_COMMAND) == 0
+    folder = only_run_folder(course_data)
+    config = (folder / "config.yaml").read_text()
+    assert "family: cnn" in config and "filters_length:\n  - 3" in config
+    assert "embedding_dim: 300" in config and "- 256\n  - 128" in config
+    assert "shuffle_buffer: 4096" in config and "language: spanish" in config
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["test"]["rows"] == 15 and metrics["train_rows"] == 60
+    # The course's token ids were used: the vocabulary is its token_to_index.
+    vocab = (folder / "vocab.txt").read_text().split()
+    assert set(vocab) <= {"[PAD]", "[UNK]", *WORDS}
+
+
+@pytest.mark.parametrize("flags", [("--lstm_hidden_size", "--lstm_num_layers"),
+                                   ("--lstm-hidden-size", "--lstm-num-layers")])
+def test_course_lstm_command_line(course_data, flags):
+    assert run(LSTM_COMMAND.format(hidden=flags[0], layers=flags[1])) == 0
+    config = (only_run_folder(course_data) / "config.yaml").read_text()
+    assert "family: lstm" in config and "hidden_size: 64" in config and "num_layers: 1" in config
+
+
+@pytest.mark.parametrize("extra", ["--classifier BERT", "--pretrained-embeddings vectors.txt.gz"])
+def test_pretrained_options_are_not_yet_supported(course_data, capsys, extra):
+    command = CNN_COMMAND.replace("--classifier CNN", "") + " " + extra
+    assert run(command) == 2
+    err = capsys.readouterr().err
+    assert "not yet supported" in err and "Traceback" not in err

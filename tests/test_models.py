@@ -1,0 +1,94 @@
+"""The contract every model family honours, whatever its encoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from prodcat import Classifier
+from prodcat.config import build_config
+from prodcat.data.batches import Batch
+from prodcat.data.dataset import load_splits
+from prodcat.registry import families, get_family
+from prodcat.training.loop import train
+
+TINY = {
+    "model.embedding_dim": 16,
+    "model.hidden_layers": [16],
+    "model.dropout": 0.0,
+}
+FAMILY_TINY = {
+    "cnn": {"model.num_filters": 8, "model.filters_length": [1, 2]},
+    "lstm": {"model.hidden_size": 8},
+    "gru": {"model.hidden_size": 8},
+}
+TITLES = [
+    ("Placa De Sonido Behringer Umc22", "SOUND_CARDS"),
+    ("Interfaz De Audio Focusrite Scarlett", "SOUND_CARDS"),
+    ("Maquina De Lavar Electrolux 12 Kilos", "WASHING_MACHINES"),
+    ("Lavarropas Automatico Drean 8 Kg", "WASHING_MACHINES"),
+    ("Disco De Freio Diant Vent Gol 8v", "VEHICLE_BRAKE_DISCS"),
+    ("Par Discos Freno Fremax Bd5298", "VEHICLE_BRAKE_DISCS"),
+    ("Mochila Maternal Bolso Bebe Cuero", "DIAPER_BAGS"),
+    ("Bolso Pañalero Maternal Simil Cuero", "DIAPER_BAGS"),
+]
+
+
+def tiny_config(family: str, tmp_path, **extra):
+    overrides = {"model.family": family, **TINY, **FAMILY_TINY.get(family, {}), **extra}
+    overrides["data.cache_dir"] = str(tmp_path / "cache")
+    overrides["tracking.enabled"] = False
+    overrides["training.progress"] = False
+    return build_config(overrides=overrides)
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    path = tmp_path / "tiny.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"title": t, "category": c}, ensure_ascii=False) for t, c in TITLES)
+        + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize("family", families())
+def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
+    cfg = tiny_config(family, tmp_path)
+    model = get_family(family)(cfg.model, n_classes=5, vocab_size=30)
+    batch = Batch(
+        input_ids=torch.tensor([[2, 3, 4, 5], [6, 7, 0, 0], [8, 0, 0, 0], [0, 0, 0, 0]]),
+        lengths=torch.tensor([4, 2, 1, 0]),
+    )
+    model.eval()
+    logits = model(batch)
+    assert logits.shape == (4, 5)
+    assert torch.isfinite(logits).all()
+    # Padding is invisible: the same title with more padding gives the same logits.
+    wider = Batch(torch.nn.functional.pad(batch.input_ids, (0, 3)), batch.lengths)
+    torch.testing.assert_close(model(wider), logits)
+
+
+@pytest.mark.parametrize("family", families())
+def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_path, tiny_file):
+    cfg = tiny_config(
+        family, tmp_path, **{"training.epochs": 60, "training.batch_size": 8, "training.lr": 0.02,
+                             "training.patience": None, "data.max_tokens": 8}
+    )
+    # The same rows for training, validation and test: this measures memorisation.
+    splits = load_splits(cfg.data, tiny_file, validation=tiny_file, test=tiny_file)
+    result = train(cfg, splits, tmp_path / "model")
+    assert result.metrics["test"]["accuracy"] == 1.0
+
+    titles = [t for t, _ in TITLES]
+    clf = Classifier.load(tmp_path / "model")
+    assert clf.predict(titles) == [c for _, c in TITLES]
+    with torch.no_grad():
+        in_memory = torch.softmax(result.model.cpu()(clf.featurizer(titles)), 1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(titles), in_memory, rtol=1e-6, atol=1e-7)
+    top = clf.predict_proba(titles[:1], top_k=2)[0]
+    assert top[0][0] == "SOUND_CARDS" and len(top) == 2 and top[0][1] >= top[1][1]

@@ -1,0 +1,157 @@
+"""The training loop end to end: the CLI with MLflow on SQLite, resume, early stopping."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prodcat.cli.main import main
+from prodcat.config import build_config
+from prodcat.data.dataset import load_splits
+from prodcat.tracking.tracker import NullTracker
+from prodcat.training.loop import train
+
+WORDS = {
+    "SOUND_CARDS": "placa sonido audio interfaz usb behringer focusrite",
+    "WASHING_MACHINES": "lavarropas lavar maquina electrolux drean kilos carga",
+    "BRAKE_DISCS": "disco freno freio fremax ventilado gol par",
+    "DIAPER_BAGS": "mochila maternal bolso bebe cuero pañalero",
+}
+
+
+def write_titles(path, rows_per_category=30, seed=0, language="spanish"):
+    rng = random.Random(seed)
+    lines = []
+    for category, words in WORDS.items():
+        words = words.split()
+        for _ in range(rows_per_category):
+            title = " ".join(rng.choice(words) for _ in range(rng.randint(3, 7))).title()
+            lines.append(json.dumps({"title": title, "category": category, "language": language,
+                                     "label_quality": rng.choice(["reliable", "unreliable"])},
+                                    ensure_ascii=False))
+    rng.shuffle(lines)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def small_config(tmp_path, **extra):
+    overrides = {
+        "model.embedding_dim": 16, "model.hidden_layers": [16], "data.cache_dir": str(tmp_path / "c"),
+        "tracking.enabled": False, "training.progress": False, "training.batch_size": 16, **extra,
+    }
+    return build_config(overrides=overrides)
+
+
+def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    data = write_titles(tmp_path / "train.jsonl")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PRODCAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--train", str(data), "--output", str(tmp_path / "run"), "-q",
+              "--set", "training.epochs=2", "--set", "model.embedding_dim=16",
+              "--run-name", "tiny"])
+    assert done.value.code == 0
+
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("prodcat").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "tiny"
+    params = run.data.params
+    assert params["model.family"] == "mlp"
+    assert params["training.epochs"] == "2"
+    assert params["model.embedding_dim"] == "16"
+    history = client.get_metric_history(run.info.run_id, "validation_balanced_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "epoch_seconds")) == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert run.data.metrics["test_balanced_accuracy"] == pytest.approx(
+        metrics["test"]["balanced_accuracy"]
+    )
+    tags = run.data.tags
+    assert tags["data.train_file"] == str(data)
+    assert tags["data.train_rows"] == str(metrics["train_rows"])
+    assert tags["device_type"] == "cpu" and tags["device"]
+    assert tags["version.torch"] == torch.__version__
+    assert "git_commit" in tags
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    for name in ("config.yaml", "vocab.txt", "labels.txt", "model.safetensors", "metrics.json",
+                 "category_report.csv", "validation_bac.png", "loss.png", "featurizer.json"):
+        assert f"model/{name}" in artifacts
+    assert "model/checkpoint.pt" not in artifacts
+
+
+class InterruptAtEpoch(NullTracker):
+    """A tracker that stops the run as a Ctrl-C would, after `epoch` - 1 complete epochs."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def log_metrics(self, metrics, step=None):
+        if step == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    data = write_titles(tmp_path / "train.jsonl")
+    cfg = small_config(tmp_path, **{"training.epochs": 3, "model.dropout": 0.3,
+                                    "training.patience": None})
+    splits = load_splits(cfg.data, data)
+    train(cfg, splits, tmp_path / "straight")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, splits, tmp_path / "killed", tracker=InterruptAtEpoch(2))
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = train(cfg, splits, tmp_path / "killed", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    again = load_file(tmp_path / "killed" / "model.safetensors")
+    assert straight.keys() == again.keys()
+    for name in straight:
+        torch.testing.assert_close(again[name], straight[name], rtol=0, atol=0)
+
+
+def test_resume_extends_a_finished_run_with_more_epochs(tmp_path):
+    data = write_titles(tmp_path / "train.jsonl")
+    splits = load_splits(small_config(tmp_path).data, data)
+    three = small_config(tmp_path, **{"training.epochs": 3, "training.patience": None})
+    train(three, splits, tmp_path / "straight")
+    train(small_config(tmp_path, **{"training.epochs": 2}), splits, tmp_path / "extended")
+    extended = train(three, splits, tmp_path / "extended", resume=True)
+    assert len(extended.history) == 3
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "extended" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
+    # A learning rate this high makes validation BAC wander, so patience ends the run.
+    cfg = small_config(tmp_path, **{"training.epochs": 30, "training.patience": 2,
+                                    "training.lr": 0.05})
+    result = train(cfg, load_splits(cfg.data, data), tmp_path / "run")
+    history = result.history
+    bacs = [h["validation_balanced_accuracy"] for h in history]
+    best = max(range(len(bacs)), key=lambda i: (bacs[i], -i))
+    assert result.best_epoch == history[best]["epoch"]
+    assert len(history) == min(30, result.best_epoch + 2)
+    assert result.metrics["validation"]["balanced_accuracy"] == bacs[best]
+
+
+def test_training_learns_the_tiny_task(tmp_path):
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
+    cfg = small_config(tmp_path, **{"training.epochs": 8, "training.lr": 0.01})
+    result = train(cfg, load_splits(cfg.data, data), tmp_path / "run")
+    assert result.metrics["test"]["balanced_accuracy"] >= 0.9
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] / 2
