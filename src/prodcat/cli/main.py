@@ -193,7 +193,7 @@ def predict(
 
     clf = Classifier.load(model)
     for title, best in zip(titles, clf.predict_proba(titles, top_k=top_k)):
-        out.print(f"{title}\t" + "  ".join(f"{c} ({p:.3f})" for c, p in best))
+        print(f"{title}\t" + "  ".join(f"{c} ({p:.3f})" for c, p in best))
 
 
 @data_app.command("prepare")

@@ -797,8 +797,8 @@ def _novel_strings(v: _Vocab, seed: int, cats: np.ndarray, ids: np.ndarray) -> p
         seg_start[:, col] = np.where(mask, off[entry], seg_start[:, col])
         seg_len[:, col] = np.where(mask, length[entry], seg_len[:, col])
 
-    # Model codes (45 %): 1-3 letters, 2-5 digits and sometimes a trailing letter.
-    model = kind < 45
+    # Model codes (50 %): 1-3 letters, 2-5 digits and sometimes a trailing letter.
+    model = kind < 50
     n_letters = np.array([1, 1, 1, 2, 2, 2, 2, 2, 3, 3])[_bits(h1, 8, 8) % 10]
     n_digits = _bits(h1, 16, 2) + 2
     tail = _bits(h1, 20, 3) == 0
@@ -810,31 +810,33 @@ def _novel_strings(v: _Vocab, seed: int, cats: np.ndarray, ids: np.ndarray) -> p
     put((is_letter | is_digit | is_tail) & model[:, None],
         np.where(is_digit, digits, letters))  # fmt: skip
 
-    # Pseudo-brands (25 %): 2-3 syllables and sometimes a brand-like ending.
-    brand = (kind >= 45) & (kind < 70)
-    n_syl = _bits(h1, 24, 1) + 2
+    # Pseudo-brands (22 %): 2-4 syllables and sometimes a brand-like ending.
+    brand = (kind >= 50) & (kind < 72)
+    n_syl = np.array([2, 2, 2, 3, 3, 3, 3, 3, 4, 4])[_bits(h1, 24, 8) % 10]
     syl = v.syllable_ids[
-        ((h2[:, None] >> (_U64(8) * ucols[:3])) % _U64(v.syllable_ids.size)).astype(np.intp)
+        ((h2[:, None] >> (_U64(8) * ucols[:4])) % _U64(v.syllable_ids.size)).astype(np.intp)
     ]
-    put((cols[:3] < n_syl[:, None]) & brand[:, None], syl, slice(0, 3))
+    put((cols[:4] < n_syl[:, None]) & brand[:, None], syl, slice(0, 4))
     ending = v.brand_ending_ids[(h3 % _U64(v.brand_ending_ids.size)).astype(np.intp)]
-    put(brand & (_bits(h1, 32, 8) % 3 == 0), ending, 3)
+    put(brand & (_bits(h1, 32, 8) % 3 == 0), ending, 4)
 
-    # Typos (30 %) of the accent-free spanish form of one of the category's core words:
-    # a letter deleted, doubled, or swapped with the next one.
-    typo = kind >= 70
+    # Typos (28 %) of the accent-free spanish form of one of the category's core words:
+    # a letter deleted, doubled, swapped with the next one or replaced.
+    typo = kind >= 72
     word = v.core_ascii[v.core_ptr[cats] + (h2 % v.core_len[cats].astype(_U64)).astype(np.intp)]
     ws, wl = off[word], length[word]
-    op = _bits(h1, 40, 8) % 3
+    op = _bits(h1, 40, 8) % 4
     p = np.minimum((h3 % np.maximum(wl - 1, 1).astype(_U64)).astype(np.int64),
                    np.maximum(wl - 2, 0))  # fmt: skip
-    delete, double, swap = op == 0, op == 1, op == 2
+    delete, double, swap, replace = op == 0, op == 1, op == 2, op == 3
+    letter = off[v.letter_ids[_bits(h2, 40, 8) % 26]]
     pieces = (
         (ws, np.where(double, p + 1, p)),
-        (np.where(double, ws + p, ws + p + 1),
-         np.select([delete, double], [wl - p - 1, wl - p], np.minimum(1, wl - p - 1))),
+        (np.select([double, replace], [ws + p, letter], ws + p + 1),
+         np.select([delete, double, swap], [wl - p - 1, wl - p, np.minimum(1, wl - p - 1)], 1)),
         (ws + p, np.where(swap, np.minimum(1, wl - p), 0)),
-        (ws + p + 2, np.where(swap, np.maximum(wl - p - 2, 0), 0)),
+        (np.where(swap, ws + p + 2, ws + p + 1),
+         np.select([swap, replace], [np.maximum(wl - p - 2, 0), np.maximum(wl - p - 1, 0)], 0)),
     )  # fmt: skip
     for col, (start, n) in enumerate(pieces):
         seg_start[:, col] = np.where(typo, start, seg_start[:, col])
