@@ -176,6 +176,7 @@ def test_windows_line_endings(write_text, data_config):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=DataError,
     reason="readers._open_text reads the header as 'utf-8', so a UTF-8 BOM (Excel's CSV) "
     "becomes part of the first column name and 'title' is reported missing",
 )

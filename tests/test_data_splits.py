@@ -147,6 +147,7 @@ def test_max_rows_is_a_seeded_random_sample(write_csv, data_config):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=DataError,
     reason="dataset.load_splits carves validation/test before sampling max_rows training rows "
     "at random (dataset._sample), so a category can vanish from train and its held-out rows "
     "become 'unknown category' errors",

@@ -155,3 +155,54 @@ def test_training_learns_the_tiny_task(tmp_path):
     assert result.metrics["test"]["balanced_accuracy"] >= 0.9
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0] / 2
+
+
+KILLABLE_RUN = """
+import sys
+from prodcat.config import build_config
+from prodcat.data.dataset import load_splits
+from prodcat.training.loop import train
+cfg = build_config(overrides={overrides!r})
+train(cfg, load_splits(cfg.data, {data!r}), {output!r}, resume=len(sys.argv) > 1)
+"""
+
+
+def test_a_run_killed_inside_an_epoch_resumes_from_its_last_batch(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from prodcat.training.checkpoint import load_checkpoint
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=100)
+    overrides = {
+        "model.embedding_dim": 16, "model.hidden_layers": [16], "data.cache_dir": str(tmp_path / "c"),
+        "tracking.enabled": False, "training.progress": False, "training.batch_size": 4,
+        "training.epochs": 2, "training.patience": None, "training.checkpoint_minutes": 1e-9,
+    }
+    cfg = build_config(overrides=overrides)
+    train(cfg, load_splits(cfg.data, data), tmp_path / "straight")
+
+    script = KILLABLE_RUN.format(overrides=overrides, data=str(data), output=str(tmp_path / "k"))
+    process = subprocess.Popen([sys.executable, "-c", script])
+    killed_at = None
+    deadline = time.time() + 120
+    while process.poll() is None and time.time() < deadline:
+        try:
+            checkpoint = load_checkpoint(tmp_path / "k")
+        except Exception:  # the checkpoint is replaced while we read it
+            checkpoint = None
+        if checkpoint and checkpoint["partial"] and checkpoint["partial"]["step"] >= 5:
+            process.kill()
+            process.wait()
+            killed_at = checkpoint["epoch"], checkpoint["partial"]["step"]
+            break
+        time.sleep(0.02)
+    assert killed_at is not None, "the run ended before it could be killed mid-epoch"
+
+    resumed = train(cfg, load_splits(cfg.data, data), tmp_path / "k", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    again = load_file(tmp_path / "k" / "model.safetensors")
+    for name in straight:
+        torch.testing.assert_close(again[name], straight[name], rtol=0, atol=0)

@@ -87,6 +87,9 @@ class TrainingConfig(StrictModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     patience: int | None = Field(3, ge=1, description="epochs without a better validation BAC")
     seed: int = 0
+    checkpoint_minutes: float | None = Field(
+        10.0, gt=0, description="also checkpoint inside an epoch this often (None: per epoch only)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")

@@ -93,6 +93,7 @@ LANGUAGES = ("spanish", "portuguese")
 LABEL_QUALITIES = ("unreliable", "reliable")
 
 BLOCK_ROWS = 4096  # rows drawn from one random stream; chunks are multiples of this
+MAX_CHUNK_ROWS = 256 * BLOCK_ROWS  # ~1 M rows: bounded memory, int32 string offsets
 RELIABLE_SHARE = 0.06
 MAX_WORDS = 15
 HEAPS_K = 2.9  # novel ids of a category after t novel slots: min(t, K * t**BETA)
@@ -781,8 +782,8 @@ def _novel_strings(v: _Vocab, seed: int, cats: np.ndarray, ids: np.ndarray) -> p
     Returns ``3 * len(cats)`` strings: all lower case, then Title case, then UPPER case.
     """
     m = cats.size
-    key = (_U64(seed & 0xFFFF) << _U64(48)) ^ (cats.astype(_U64) << _U64(28)) ^ ids.astype(_U64)
-    h1 = _splitmix64(key)
+    salt = _splitmix64(np.array([seed], dtype=_U64))
+    h1 = _splitmix64(((cats.astype(_U64) << _U64(32)) | ids.astype(_U64)) ^ salt)
     h2 = _splitmix64(h1 ^ _U64(0xD1B54A32D192ED03))
     h3 = _splitmix64(h2 ^ _U64(0x8CB92BA72F3D8DD7))
     kind = (h1 % _U64(100)).astype(np.intp)
@@ -966,11 +967,12 @@ def _make_chunk(v: _Vocab, state: _State, seed: int, row0: int, n: int) -> pa.Ta
     t = (state.novel_seen[nov_cat] + within + 1).astype(np.float64)
     d_prev = _heaps_d(t - 1)
     reuse = _bits(s1[nov], 16, 32) * (1.0 / 2**32)
-    nov_id = np.where(_heaps_d(t) > d_prev, d_prev, np.floor(d_prev * reuse * reuse))
+    is_new = _heaps_d(t) > d_prev
+    nov_id = np.where(is_new, d_prev, np.floor(d_prev * reuse * reuse))
     state.novel_seen += np.bincount(nov_cat, minlength=n_cats)
     uniq, inverse = np.unique((nov_cat << 32) | nov_id.astype(np.int64), return_inverse=True)
     dyn = _novel_strings(v, seed, uniq >> 32, uniq & 0xFFFFFFFF)
-    created = np.unique(inverse[_heaps_d(t) > d_prev])
+    created = np.unique(inverse[is_new])
     state.novel_texts.append(dyn.take(pa.array(created)))
 
     # ---- strings: pyarrow takes the pieces, rows are runs of pieces -----------------
@@ -1038,7 +1040,7 @@ def write_synthetic_titles(
     The file has the header ``title,label_quality,language,category`` (see the module
     docstring for the model of the data) and is gzip-compressed when ``path`` ends with
     ``.gz``.  Rows are generated ``chunk_rows`` at a time (rounded up to a multiple of
-    4,096) and streamed through :class:`pyarrow.csv.CSVWriter` from a background
+    4,096, at most 1,048,576) and streamed through :class:`pyarrow.csv.CSVWriter` from a background
     thread, so memory stays bounded (two chunks) whatever ``rows`` is.  pyarrow quotes
     every value (its "needed" style), so titles with commas round-trip.
 
@@ -1074,7 +1076,7 @@ def write_synthetic_titles(
         used=np.zeros(v.n_static, dtype=bool),
         novel_texts=[],
     )
-    step = -(-chunk_rows // BLOCK_ROWS) * BLOCK_ROWS
+    step = min(-(-chunk_rows // BLOCK_ROWS) * BLOCK_ROWS, MAX_CHUNK_ROWS)
     schema = pa.schema([(name, pa.string()) for name in COLUMNS])
     with _open_sink(path) as sink, ThreadPoolExecutor(max_workers=1) as pool:
         sink.write((",".join(COLUMNS) + "\n").encode())

@@ -134,9 +134,15 @@ def train(
         for epoch in range(first_epoch, t.epochs + 1):
             if t.patience and state["bad_epochs"] >= t.patience:
                 break
+            def save_partial(progress: dict[str, Any]) -> None:
+                state["partial"] = progress
+                save_checkpoint(output, _checkpoint(state, model, optimizer, schedule))
+
             record = _train_epoch(
-                cfg, model, optimizer, schedule, splits, epoch, device, autocast, class_weights
+                cfg, model, optimizer, schedule, splits, epoch, device, autocast, class_weights,
+                state.pop("partial", None), save_partial,
             )
+            state["partial"] = None
             val, _ = evaluate_split(model, splits.validation, t.eval_batch_size, device, autocast)
             record.update({f"validation_{k}": v for k, v in val.items() if k != "rows"})
             state["history"].append(record)
@@ -174,6 +180,7 @@ def _initial_state(model: torch.nn.Module) -> dict[str, Any]:
         "best_weights": copy.deepcopy(model.state_dict()),
         "history": [],
         "run_id": None,
+        "partial": None,  # progress inside the epoch after `epoch`, for mid-epoch checkpoints
     }
 
 
@@ -216,21 +223,30 @@ def _restore(checkpoint, model, optimizer, schedule, n_classes, vocab_size, outp
     return state
 
 
-def _train_epoch(cfg, model, optimizer, schedule, splits, epoch, device, autocast, class_weights):
+def _train_epoch(cfg, model, optimizer, schedule, splits, epoch, device, autocast, class_weights,
+                 partial=None, save_partial=None):
+    """One pass over the shuffled training split, from a mid-epoch checkpoint if given.
+
+    Every `training.checkpoint_minutes`, `save_partial` records how far the epoch got; the
+    batch order is a function of (seed, epoch), so a resumed epoch skips exactly those batches.
+    """
     t = cfg.training
     model.train()
+    partial = partial or {"step": 0, "loss_sum": 0.0, "weight_sum": 0.0, "seen": 0, "seconds": 0.0}
+    first = partial["step"]
     batches = splits.train.batches(
-        t.batch_size, shuffle=True, seed=t.seed, epoch=epoch, buffer=cfg.data.shuffle_buffer
+        t.batch_size, shuffle=True, seed=t.seed, epoch=epoch, buffer=cfg.data.shuffle_buffer,
+        start=first,
     )
-    loss_sum = torch.zeros((), device=device)
-    weight_sum = torch.zeros((), device=device)
-    seen = 0
-    started = time.perf_counter()
+    loss_sum = torch.tensor(partial["loss_sum"], device=device)
+    weight_sum = torch.tensor(partial["weight_sum"], device=device)
+    seen = partial["seen"]
+    started = time.perf_counter() - partial["seconds"]
+    last_save = time.perf_counter()
+    total = splits.train.num_batches(t.batch_size)
     with progress_bar(t.progress) as bar:
-        task = bar.add_task(
-            f"epoch {epoch}/{t.epochs}", total=splits.train.num_batches(t.batch_size), info=""
-        )
-        for step, batch in enumerate(batches, start=1):
+        task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=total, completed=first, info="")
+        for step, batch in enumerate(batches, start=first + 1):
             batch = batch.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(batch)
@@ -244,12 +260,22 @@ def _train_epoch(cfg, model, optimizer, schedule, splits, epoch, device, autocas
             loss_sum += loss.detach()
             weight_sum += weight.detach()
             seen += len(batch)
-            if step % 50 == 0 or step == task_total(bar, task):
+            if step % 50 == 0 or step == total:
                 elapsed = time.perf_counter() - started
                 bar.update(task, completed=step, info=(
                     f"loss {float(loss_sum / weight_sum):.4f}  {seen / elapsed:,.0f} titles/s"
                 ))
-        bar.update(task, completed=task_total(bar, task))
+            if (
+                save_partial is not None
+                and t.checkpoint_minutes
+                and step < total
+                and time.perf_counter() - last_save > 60 * t.checkpoint_minutes
+            ):
+                save_partial({"step": step, "loss_sum": float(loss_sum),
+                              "weight_sum": float(weight_sum), "seen": seen,
+                              "seconds": time.perf_counter() - started})
+                last_save = time.perf_counter()
+        bar.update(task, completed=total)
     seconds = time.perf_counter() - started
     return {
         "epoch": epoch,
@@ -258,10 +284,6 @@ def _train_epoch(cfg, model, optimizer, schedule, splits, epoch, device, autocas
         "train_titles_per_second": seen / max(seconds, 1e-9),
         "lr": optimizer.param_groups[0]["lr"],
     }
-
-
-def task_total(bar, task) -> int:
-    return int(bar.tasks[task].total or 0) if bar.tasks else 0
 
 
 def _log_run_metadata(tracker, cfg: Config, splits: Splits, device: torch.device) -> None:
