@@ -271,6 +271,10 @@ def main(argv: list[str] | None = None) -> None:
     except ProdcatError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as e:
+        # A folder that cannot be written, a full disk: the environment, not a bug.
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
