@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -64,8 +65,6 @@ def write_csv(write_text) -> Callable[..., Path]:
     def write(
         name: str, header: Sequence[str], rows: Iterable[Sequence[Any]], *, gz: bool = False
     ) -> Path:
-        import io
-
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)

@@ -49,7 +49,9 @@ def test_language_filter_keeps_only_that_language(mixed_file, data_config, langu
 
 
 def test_language_filter_in_load_splits(mixed_file, data_config):
-    splits = load_splits(data_config(language="portuguese", validation_size=1, test_size=0), mixed_file)
+    splits = load_splits(
+        data_config(language="portuguese", validation_size=1, test_size=0), mixed_file
+    )
     kept = np.concatenate([splits.train.rows, splits.validation.rows])
     assert sorted(kept.tolist()) == [0, 3, 6, 9]
     assert splits.summary.languages == {"portuguese": 3}
@@ -69,7 +71,9 @@ def test_language_filter_without_language_column(write_csv, data_config):
     file = encode_file(path, cfg)
     with pytest.raises(DataError) as info:
         filter_rows(file, cfg, DataSummary())
-    assert str(info.value).startswith(f"{path}: cannot filter by language: missing column 'language'")
+    assert str(info.value).startswith(
+        f"{path}: cannot filter by language: missing column 'language'"
+    )
     assert "data.file_language" in str(info.value)
 
 
@@ -106,27 +110,38 @@ def test_language_and_label_quality_filters_combine(mixed_file, data_config):
     file = encode_file(mixed_file, cfg)
     summary = DataSummary()
     assert filter_rows(file, cfg, summary).tolist() == [3, 9]
-    assert summary.dropped == {"language is not portuguese": 8, "label quality is not unreliable": 2}
+    assert summary.dropped == {
+        "language is not portuguese": 8,
+        "label quality is not unreliable": 2,
+    }
 
 
 def test_label_quality_filter_without_the_column(write_csv, data_config):
     path = write_csv("plain.csv", ["title", "category"], [("Foo", "A")])
     cfg = data_config(label_quality="reliable")
-    with pytest.raises(DataError, match=f"^{path}: cannot filter by label quality: missing column 'label_quality'"):
+    with pytest.raises(
+        DataError, match=f"^{path}: cannot filter by label quality: missing column 'label_quality'"
+    ):
         filter_rows(encode_file(path, cfg), cfg, DataSummary())
 
 
 @pytest.fixture
 def hundred_rows(write_csv):
     """Training file of 100 rows in 4 categories, and a validation file, so train = all rows."""
-    train = write_csv("train.csv", ["title", "category"], [(f"Producto {i}", f"CAT_{i % 4}") for i in range(100)])
-    validation = write_csv("validation.csv", ["title", "category"], [(f"Otro {c}", f"CAT_{c}") for c in range(4)])
+    train = write_csv(
+        "train.csv", ["title", "category"], [(f"Producto {i}", f"CAT_{i % 4}") for i in range(100)]
+    )
+    validation = write_csv(
+        "validation.csv", ["title", "category"], [(f"Otro {c}", f"CAT_{c}") for c in range(4)]
+    )
     return train, validation
 
 
 def test_max_rows_is_a_seeded_random_sample(write_csv, data_config):
     # One category, so that any sample covers the validation file's category.
-    train = write_csv("train.csv", ["title", "category"], [(f"Producto {i}", "CAT") for i in range(100)])
+    train = write_csv(
+        "train.csv", ["title", "category"], [(f"Producto {i}", "CAT") for i in range(100)]
+    )
     validation = write_csv("validation.csv", ["title", "category"], [("Otro", "CAT")])
 
     def sample(seed: int) -> list[int]:
@@ -145,13 +160,6 @@ def test_max_rows_is_a_seeded_random_sample(write_csv, data_config):
     assert sample(1) != first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DataError,
-    reason="dataset.load_splits carves validation/test before sampling max_rows training rows "
-    "at random (dataset._sample), so a category can vanish from train and its held-out rows "
-    "become 'unknown category' errors",
-)
 def test_max_rows_keeps_the_categories_of_the_held_out_rows(write_csv, data_config):
     rows = [(f"Producto {c} {i}", f"CAT_{c}") for c in range(20) for i in range(5)]
     path = write_csv("train.csv", ["title", "category"], rows)
@@ -191,7 +199,10 @@ def test_stratified_split_fraction_sizes(balanced_file, data_config):
     assert category_counts(file, splits.validation.rows) == {f"CAT_{c}": 1 for c in range(10)}
     assert category_counts(file, splits.test.rows) == {f"CAT_{c}": 1 for c in range(10)}
     train_counts = category_counts(file, splits.train.rows)
-    assert train_counts == {**{f"CAT_{c}": 8 for c in range(10)}, **{f"SOLO_{c}": 1 for c in range(3)}}
+    assert train_counts == {
+        **{f"CAT_{c}": 8 for c in range(10)},
+        **{f"SOLO_{c}": 1 for c in range(3)},
+    }
     assert splits.summary.unsplit_categories == 3
     assert splits.summary.categories == 13
     assert len(splits.labels) == 13
@@ -262,8 +273,12 @@ def test_zero_test_size_gives_no_test_split(balanced_file, data_config):
 
 
 def test_separate_files_are_used_whole(write_csv, data_config):
-    train = write_csv("train.csv", ["title", "category"], [(f"Producto {i}", f"CAT_{i % 3}") for i in range(30)])
-    validation = write_csv("validation.csv", ["title", "category"], [("Foo", "CAT_0"), ("Bar", "CAT_2")])
+    train = write_csv(
+        "train.csv", ["title", "category"], [(f"Producto {i}", f"CAT_{i % 3}") for i in range(30)]
+    )
+    validation = write_csv(
+        "validation.csv", ["title", "category"], [("Foo", "CAT_0"), ("Bar", "CAT_2")]
+    )
     test = write_csv("test.csv", ["title", "category"], [("Baz", "CAT_1")])
     splits = load_splits(data_config(), train, validation, test)
 
@@ -271,7 +286,11 @@ def test_separate_files_are_used_whole(write_csv, data_config):
     assert splits.labels.names == ["CAT_0", "CAT_1", "CAT_2"]
     assert splits.validation.labels.tolist() == [0, 2]
     assert splits.test.labels.tolist() == [1]
-    assert splits.summary.files == {"train": str(train), "validation": str(validation), "test": str(test)}
+    assert splits.summary.files == {
+        "train": str(train),
+        "validation": str(validation),
+        "test": str(test),
+    }
 
 
 # --- weights -------------------------------------------------------------------------
@@ -291,7 +310,9 @@ def test_class_weights_from_label_frequencies(write_csv, data_config):
 
 
 def test_row_weights_from_label_quality(mixed_file, data_config):
-    splits = load_splits(data_config(unreliable_weight=0.25, validation_size=2, test_size=0), mixed_file)
+    splits = load_splits(
+        data_config(unreliable_weight=0.25, validation_size=2, test_size=0), mixed_file
+    )
     file = splits.train.file
     unreliable = file.meta["qualities"].index("unreliable")
     for split in (splits.train, splits.validation):
@@ -308,6 +329,8 @@ def test_row_weights_are_one_by_default_and_without_quality(mixed_file, write_cs
     splits = load_splits(data_config(validation_size=2, test_size=0), mixed_file)
     assert splits.train.weights.tolist() == [1.0] * len(splits.train)
 
-    plain = write_csv("plain.csv", ["title", "category"], [(f"P {i}", f"C{i % 2}") for i in range(10)])
+    plain = write_csv(
+        "plain.csv", ["title", "category"], [(f"P {i}", f"C{i % 2}") for i in range(10)]
+    )
     splits = load_splits(data_config(validation_size=2, test_size=0, unreliable_weight=0.1), plain)
     assert splits.train.weights.tolist() == [1.0] * 8

@@ -19,7 +19,6 @@ changes the ids, so a second run over the same file and settings reuses it.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -34,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prodcat.data.readers import RowBatch, TableReader
+from prodcat.data.readers import RowBatch, TableReader, open_text
 from prodcat.data.text import tokenize
 from prodcat.errors import DataError
 
@@ -182,10 +181,14 @@ class _TokenTable:
         self.pruned = 0
 
     def add(self, vocabulary: list[str], counts: np.ndarray) -> np.ndarray:
-        """Ids of a chunk's distinct tokens, counting their occurrences."""
-        ids = np.empty(len(vocabulary), dtype=np.int64)
+        """Ids of a chunk's distinct tokens, counting their occurrences.
+
+        Entries with no occurrence (normalised away) are not tracked; their id is [UNK].
+        """
+        ids = np.ones(len(vocabulary), dtype=np.int64)
         table, names = self.ids, self.names
-        for i, token in enumerate(vocabulary):
+        for i in np.flatnonzero(counts).tolist():
+            token = vocabulary[i]
             pid = table.get(token)
             if pid is None:
                 pid = table[token] = len(names)
@@ -242,9 +245,8 @@ class _Codes:
 
 
 def _load_token_to_index(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with open_text(path) as f:
             mapping = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"cannot read the token_to_index file: {e}", path) from None
@@ -341,7 +343,7 @@ def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, pr
                 labels=label_ids,
                 languages=_optional_codes(batch, "language", languages),
                 qualities=_optional_codes(batch, "quality", qualities),
-                lines=batch.first_line + (batch.kept if batch.kept is not None else np.arange(n)),
+                lines=batch.lines,
             )
             stats.rows += n
             if progress:
@@ -385,9 +387,8 @@ def _drop_empty_titles(batch: RowBatch, reader: TableReader, stats: EncodeStats)
         where = np.flatnonzero(blank)
         stats.empty_titles += len(where)
         room = 5 - len(stats.skipped_lines)
-        stats.skipped_lines.extend((batch.first_line + where[:room]).tolist())
-        kept = np.flatnonzero(~blank)
-        return RowBatch(batch.table.take(pa.array(kept)), batch.first_line, kept)
+        stats.skipped_lines.extend(batch.lines[where[:room]].tolist())
+        return batch.take(np.flatnonzero(~blank))
     return batch
 
 

@@ -91,7 +91,8 @@ class DataSummary:
             out.append("  empty titles at " + ", ".join(self.empty_title_lines) + " ...")
         if self.unsplit_categories:
             out.append(
-                f"{self.unsplit_categories:,} categories too small to split stay in train only"
+                f"{self.unsplit_categories:,} categories too small to give held-out rows "
+                "stay in train only"
             )
         if self.truncated_titles:
             out.append(f"{self.truncated_titles:,} titles cut to max_tokens")
@@ -296,7 +297,12 @@ def load_splits(
     train_rows = pool[train_rows]
     summary.unsplit_categories = unsplit
     before = len(train_rows)
-    train_rows = _sample(train_rows, cfg.max_rows, cfg.seed)
+    if cfg.max_rows is not None and len(train_rows) > cfg.max_rows:
+        # A stratified sample: every category keeps at least one training row.
+        _, kept, _ = stratified_split(
+            train_file.labels[train_rows], [len(train_rows) - cfg.max_rows], cfg.seed
+        )
+        train_rows = train_rows[kept]
     summary.drop("over max_rows (train)", before - len(train_rows))
 
     label_names = train_file.label_names

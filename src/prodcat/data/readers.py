@@ -44,15 +44,17 @@ class ColumnsConfig(BaseModel):
 
 @dataclass
 class RowBatch:
-    """A batch of rows under prodcat's field names, with the file line of its first row."""
+    """A batch of rows under prodcat's field names, with the file line of each row."""
 
     table: pa.Table
-    first_line: int
-    kept: np.ndarray | None = None  # positions kept from the batch as read, if rows were dropped
+    lines: np.ndarray  # (rows,) int64
 
     def line_of(self, index: int) -> int:
         """File line of the row at `index`."""
-        return self.first_line + int(self.kept[index] if self.kept is not None else index)
+        return int(self.lines[index])
+
+    def take(self, positions: np.ndarray) -> RowBatch:
+        return RowBatch(self.table.take(pa.array(positions)), self.lines[positions])
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -66,10 +68,56 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if _is_gzip(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: a byte-order mark (as Excel writes CSV) is not part of the first column's name.
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="replace", newline="")
+
+
+class _LineTracker(io.RawIOBase):
+    """A binary stream that notes its empty lines as Arrow reads it.
+
+    Arrow's readers skip empty lines without saying so; knowing where they are keeps the
+    line numbers in error messages true. Finding them costs one vectorised pass per block.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase):
+        self.stream = stream
+        self.position = 0  # bytes read so far
+        self.newlines = 0  # newlines read so far
+        self.last_newline = -1  # position of the last newline (-1: a virtual one before the file)
+        self.empty_lines: list[int] = []  # line numbers, ascending
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        if n:
+            self._scan(np.frombuffer(data, dtype=np.uint8))
+        return n
+
+    def _scan(self, data: np.ndarray) -> None:
+        local = np.flatnonzero(data == 10)
+        if len(local):
+            starts = np.concatenate([[self.last_newline], local[:-1] + self.position])
+            gap = local + self.position - starts
+            crlf = (gap == 2) & (local >= 1)
+            crlf[crlf] = data[local[crlf] - 1] == 13
+            empty = np.flatnonzero((gap == 1) | crlf)
+            self.empty_lines.extend((self.newlines + empty + 1).tolist())
+            self.newlines += len(local)
+            self.last_newline = int(local[-1]) + self.position
+        self.position += len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 def detect_format(path: Path) -> Literal["csv", "jsonl"]:
@@ -85,7 +133,7 @@ def detect_format(path: Path) -> Literal["csv", "jsonl"]:
 
 def _first_line(path: Path) -> str:
     try:
-        with _open_text(path) as f:
+        with open_text(path) as f:
             for line in f:
                 if line.strip():
                     return line
@@ -119,6 +167,7 @@ class TableReader:
         self.columns = columns or ColumnsConfig()
         self.format = detect_format(self.path) if file_format == "auto" else file_format
         self.block_size = block_size
+        self.delimiter = "\t" if ".tsv" in [x.lower() for x in self.path.suffixes] else ","
         self.file_columns = self._read_header()
         # prodcat field -> file column, for the fields this file has
         self.fields = {
@@ -148,7 +197,7 @@ class TableReader:
     def _read_header(self) -> list[str]:
         first = _first_line(self.path)
         if self.format == "csv":
-            return next(csv.reader([first]))
+            return next(csv.reader([first], delimiter=self.delimiter))
         try:
             obj = json.loads(first)
         except json.JSONDecodeError as e:
@@ -159,19 +208,37 @@ class TableReader:
 
     def batches(self) -> Iterator[RowBatch]:
         """Yield the file's rows in batches, under prodcat's field names."""
-        line = 1 + self.header_lines
+        self._next_line = 1  # the header's line, or the first row's
+        self._empty_seen = 0
+        first = True
+        line = 1
         try:
             for record_batch in self._arrow_batches():
+                record_batch.validate(full=True)  # Arrow's JSON reader does not check UTF-8
                 table = pa.Table.from_batches([record_batch])
-                table = table.rename_columns(
-                    [self._field_of(c) for c in table.column_names]
-                )
-                yield RowBatch(table, line)
-                line += table.num_rows
+                table = table.rename_columns([self._field_of(c) for c in table.column_names])
+                lines = self._number_lines(table.num_rows + (self.header_lines if first else 0))
+                if first:
+                    lines = lines[self.header_lines :]
+                    first = False
+                if len(lines):
+                    line = int(lines[0])
+                yield RowBatch(table, lines)
         except pa.ArrowInvalid as e:
             raise self._explain(e, line) from None
         except (OSError, EOFError, zlib.error) as e:
             raise _read_failure(self.path, e) from None
+
+    def _number_lines(self, n: int) -> np.ndarray:
+        """File lines of the next `n` rows, stepping over the empty lines Arrow skipped."""
+        lines = self._next_line + np.arange(n, dtype=np.int64)
+        empty = self._tracker.empty_lines
+        while n and self._empty_seen < len(empty) and empty[self._empty_seen] <= lines[-1]:
+            lines[lines >= empty[self._empty_seen]] += 1
+            self._empty_seen += 1
+        if n:
+            self._next_line = int(lines[-1]) + 1
+        return lines
 
     def _field_of(self, column: str) -> str:
         for field, name in self.fields.items():
@@ -182,9 +249,10 @@ class TableReader:
     def _arrow_batches(self) -> Iterator[pa.RecordBatch]:
         wanted = list(self.fields.values())
         self._raw = open(self.path, "rb")
-        stream = pa.PythonFile(self._raw, mode="r")
-        if _is_gzip(self.path):
-            stream = pa.CompressedInputStream(stream, "gzip")
+        self._tracker = _LineTracker(
+            gzip.GzipFile(fileobj=self._raw, mode="rb") if _is_gzip(self.path) else self._raw
+        )
+        stream = pa.PythonFile(io.BufferedReader(self._tracker, 1 << 20), mode="r")
         if self.format == "csv":
             self._bad_row: pacsv.InvalidRow | None = None
 
@@ -196,7 +264,9 @@ class TableReader:
                 stream,
                 read_options=pacsv.ReadOptions(block_size=self.block_size, use_threads=False),
                 parse_options=pacsv.ParseOptions(
-                    newlines_in_values=False, invalid_row_handler=on_invalid
+                    delimiter=self.delimiter,
+                    newlines_in_values=False,
+                    invalid_row_handler=on_invalid,
                 ),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=wanted,
@@ -228,6 +298,9 @@ class TableReader:
 
     def _explain(self, error: pa.ArrowInvalid, batch_line: int) -> DataError:
         """Turn Arrow's parse error into one that names the line and the problem."""
+        bad_text = self._find_bad_encoding_line()
+        if bad_text is not None:
+            return bad_text
         if self.format == "csv":
             bad = getattr(self, "_bad_row", None)
             if bad is not None:
@@ -242,9 +315,23 @@ class TableReader:
             f"cannot parse JSON: {error}", self.path, line=batch_line
         )
 
+    def _find_bad_encoding_line(self) -> DataError | None:
+        """The first line that is not UTF-8 (only on the error path: it reads the whole file)."""
+        with _open_binary(self.path) as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return DataError(
+                        f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                        self.path,
+                        line=number,
+                    )
+        return None
+
     def _find_bad_json_line(self) -> DataError | None:
         # Arrow reports the block, not the line: on the (rare) error path, look again line by line.
-        with _open_text(self.path) as f:
+        with open_text(self.path) as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
