@@ -16,7 +16,11 @@ from tests.test_training import write_titles
 def prodcat(*args, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "prodcat.cli.main", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -27,9 +31,23 @@ def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRODCAT_CACHE", str(root / "cache"))
         with pytest.raises(SystemExit) as done:
-            main(["train", "--train", str(data), "--output", str(root / "model"), "--no-track",
-                  "-q", "--set", "training.epochs=8", "--set", "training.lr=0.01",
-                  "--set", "model.embedding_dim=16"])
+            main(
+                [
+                    "train",
+                    "--train",
+                    str(data),
+                    "--output",
+                    str(root / "model"),
+                    "--no-track",
+                    "-q",
+                    "--set",
+                    "training.epochs=8",
+                    "--set",
+                    "training.lr=0.01",
+                    "--set",
+                    "model.embedding_dim=16",
+                ]
+            )
     assert done.value.code == 0
     return root
 

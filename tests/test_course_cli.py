@@ -48,10 +48,14 @@ def course_data(tmp_path, monkeypatch):
                 target = i % len(CATEGORIES)
                 words = WORDS[3 * target : 3 * target + 3] + [rng.choice(WORDS[9:])]
                 row = {
-                    "language": "spanish", "label_quality": "reliable",
-                    "title": " ".join(words).title(), "category": CATEGORIES[target],
-                    "tokenized_title": words, "data": [index[w] for w in words],
-                    "target": target, "n_labels": len(CATEGORIES),
+                    "language": "spanish",
+                    "label_quality": "reliable",
+                    "title": " ".join(words).title(),
+                    "category": CATEGORIES[target],
+                    "tokenized_title": words,
+                    "data": [index[w] for w in words],
+                    "target": target,
+                    "n_labels": len(CATEGORIES),
                 }
                 f.write(json.dumps(row) + "\n")
     monkeypatch.chdir(tmp_path)
@@ -86,8 +90,10 @@ def test_course_cnn_command_line(course_data):
     assert set(vocab) <= {"[PAD]", "[UNK]", *WORDS}
 
 
-@pytest.mark.parametrize("flags", [("--lstm_hidden_size", "--lstm_num_layers"),
-                                   ("--lstm-hidden-size", "--lstm-num-layers")])
+@pytest.mark.parametrize(
+    "flags",
+    [("--lstm_hidden_size", "--lstm_num_layers"), ("--lstm-hidden-size", "--lstm-num-layers")],
+)
 def test_course_lstm_command_line(course_data, flags):
     assert run(LSTM_COMMAND.format(hidden=flags[0], layers=flags[1])) == 0
     config = (only_run_folder(course_data) / "config.yaml").read_text()

@@ -6,7 +6,6 @@ import gzip
 import json
 import random
 
-import pyarrow as pa
 import pytest
 
 from prodcat.data.cache import encode_file

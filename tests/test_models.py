@@ -76,8 +76,15 @@ def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
 @pytest.mark.parametrize("family", families())
 def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_path, tiny_file):
     cfg = tiny_config(
-        family, tmp_path, **{"training.epochs": 60, "training.batch_size": 8, "training.lr": 0.02,
-                             "training.patience": None, "data.max_tokens": 8}
+        family,
+        tmp_path,
+        **{
+            "training.epochs": 60,
+            "training.batch_size": 8,
+            "training.lr": 0.02,
+            "training.patience": None,
+            "data.max_tokens": 8,
+        },
     )
     # The same rows for training, validation and test: this measures memorisation.
     splits = load_splits(cfg.data, tiny_file, validation=tiny_file, test=tiny_file)

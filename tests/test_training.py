@@ -30,9 +30,17 @@ def write_titles(path, rows_per_category=30, seed=0, language="spanish"):
         words = words.split()
         for _ in range(rows_per_category):
             title = " ".join(rng.choice(words) for _ in range(rng.randint(3, 7))).title()
-            lines.append(json.dumps({"title": title, "category": category, "language": language,
-                                     "label_quality": rng.choice(["reliable", "unreliable"])},
-                                    ensure_ascii=False))
+            lines.append(
+                json.dumps(
+                    {
+                        "title": title,
+                        "category": category,
+                        "language": language,
+                        "label_quality": rng.choice(["reliable", "unreliable"]),
+                    },
+                    ensure_ascii=False,
+                )
+            )
     rng.shuffle(lines)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -40,8 +48,13 @@ def write_titles(path, rows_per_category=30, seed=0, language="spanish"):
 
 def small_config(tmp_path, **extra):
     overrides = {
-        "model.embedding_dim": 16, "model.hidden_layers": [16], "data.cache_dir": str(tmp_path / "c"),
-        "tracking.enabled": False, "training.progress": False, "training.batch_size": 16, **extra,
+        "model.embedding_dim": 16,
+        "model.hidden_layers": [16],
+        "data.cache_dir": str(tmp_path / "c"),
+        "tracking.enabled": False,
+        "training.progress": False,
+        "training.batch_size": 16,
+        **extra,
     }
     return build_config(overrides=overrides)
 
@@ -55,9 +68,22 @@ def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
     monkeypatch.setenv("PRODCAT_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:
-        main(["train", "--train", str(data), "--output", str(tmp_path / "run"), "-q",
-              "--set", "training.epochs=2", "--set", "model.embedding_dim=16",
-              "--run-name", "tiny"])
+        main(
+            [
+                "train",
+                "--train",
+                str(data),
+                "--output",
+                str(tmp_path / "run"),
+                "-q",
+                "--set",
+                "training.epochs=2",
+                "--set",
+                "model.embedding_dim=16",
+                "--run-name",
+                "tiny",
+            ]
+        )
     assert done.value.code == 0
 
     client = MlflowClient(uri)
@@ -83,8 +109,17 @@ def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
     assert tags["version.torch"] == torch.__version__
     assert "git_commit" in tags
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    for name in ("config.yaml", "vocab.txt", "labels.txt", "model.safetensors", "metrics.json",
-                 "category_report.csv", "validation_bac.png", "loss.png", "featurizer.json"):
+    for name in (
+        "config.yaml",
+        "vocab.txt",
+        "labels.txt",
+        "model.safetensors",
+        "metrics.json",
+        "category_report.csv",
+        "validation_bac.png",
+        "loss.png",
+        "featurizer.json",
+    ):
         assert f"model/{name}" in artifacts
     assert "model/checkpoint.pt" not in artifacts
 
@@ -102,8 +137,9 @@ class InterruptAtEpoch(NullTracker):
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     data = write_titles(tmp_path / "train.jsonl")
-    cfg = small_config(tmp_path, **{"training.epochs": 3, "model.dropout": 0.3,
-                                    "training.patience": None})
+    cfg = small_config(
+        tmp_path, **{"training.epochs": 3, "model.dropout": 0.3, "training.patience": None}
+    )
     splits = load_splits(cfg.data, data)
     train(cfg, splits, tmp_path / "straight")
 
@@ -137,8 +173,9 @@ def test_resume_extends_a_finished_run_with_more_epochs(tmp_path):
 def test_early_stopping_restores_the_best_epoch(tmp_path):
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
     # A learning rate this high makes validation BAC wander, so patience ends the run.
-    cfg = small_config(tmp_path, **{"training.epochs": 30, "training.patience": 2,
-                                    "training.lr": 0.05})
+    cfg = small_config(
+        tmp_path, **{"training.epochs": 30, "training.patience": 2, "training.lr": 0.05}
+    )
     result = train(cfg, load_splits(cfg.data, data), tmp_path / "run")
     history = result.history
     bacs = [h["validation_balanced_accuracy"] for h in history]
@@ -176,9 +213,15 @@ def test_a_run_killed_inside_an_epoch_resumes_from_its_last_batch(tmp_path):
 
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=100)
     overrides = {
-        "model.embedding_dim": 16, "model.hidden_layers": [16], "data.cache_dir": str(tmp_path / "c"),
-        "tracking.enabled": False, "training.progress": False, "training.batch_size": 4,
-        "training.epochs": 2, "training.patience": None, "training.checkpoint_minutes": 1e-9,
+        "model.embedding_dim": 16,
+        "model.hidden_layers": [16],
+        "data.cache_dir": str(tmp_path / "c"),
+        "tracking.enabled": False,
+        "training.progress": False,
+        "training.batch_size": 4,
+        "training.epochs": 2,
+        "training.patience": None,
+        "training.checkpoint_minutes": 1e-9,
     }
     cfg = build_config(overrides=overrides)
     train(cfg, load_splits(cfg.data, data), tmp_path / "straight")

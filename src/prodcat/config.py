@@ -100,7 +100,9 @@ class TrackingConfig(StrictModel):
     """Where runs are recorded."""
 
     enabled: bool = True
-    uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    uri: str | None = Field(
+        None, description="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
     experiment: str = "prodcat"
     run_name: str | None = None
 
@@ -181,7 +183,9 @@ def build_config(
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    items = (
+        overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    )
     for key, value in items:
         _set_dotted(tree, key, value)
     # A new family starts from its own defaults rather than another family's keys.

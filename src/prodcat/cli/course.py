@@ -15,11 +15,26 @@ from prodcat.errors import ConfigError
 
 # Options whose presence marks a course-style command line.
 COURSE_FLAGS = {
-    "--train-data", "--test-data", "--validation-data", "--token-to-index",
-    "--pretrained-embeddings", "--embeddings-size", "--hidden-layers", "--train-max-size",
-    "--validation-max-size", "--test-max-size", "--random-buffer-size", "--cnn-filters-length",
-    "--cnn-filters-count", "--classifier", "--lstm_hidden_size", "--lstm-hidden-size",
-    "--lstm_num_layers", "--lstm-num-layers", "--freeze-embeddings", "--batch-size",
+    "--train-data",
+    "--test-data",
+    "--validation-data",
+    "--token-to-index",
+    "--pretrained-embeddings",
+    "--embeddings-size",
+    "--hidden-layers",
+    "--train-max-size",
+    "--validation-max-size",
+    "--test-max-size",
+    "--random-buffer-size",
+    "--cnn-filters-length",
+    "--cnn-filters-count",
+    "--classifier",
+    "--lstm_hidden_size",
+    "--lstm-hidden-size",
+    "--lstm_num_layers",
+    "--lstm-num-layers",
+    "--freeze-embeddings",
+    "--batch-size",
 }
 CLASSIFIERS = {"MLP": "mlp", "CNN": "cnn", "LSTM": "lstm", "RNN": "lstm", "GRU": "gru"}
 LANGUAGES = {"spanish": "spanish", "es": "spanish", "portuguese": "portuguese", "pt": "portuguese"}
@@ -57,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cnn-filters-length", type=int, nargs="+")
     p.add_argument("--cnn-filters-count", type=int)
     for name in ("hidden_size", "num_layers"):
-        p.add_argument(f"--lstm_{name}", f"--lstm-{name.replace('_', '-')}", dest=f"lstm_{name}", type=int)
+        p.add_argument(
+            f"--lstm_{name}", f"--lstm-{name.replace('_', '-')}", dest=f"lstm_{name}", type=int
+        )
     p.add_argument("--bidirectional", action="store_true", default=None)
     # prodcat's own options still work beside the course's
     p.add_argument("--config", type=Path)
@@ -76,10 +93,14 @@ def translate(args: list[str]) -> dict[str, Any]:
     ns = _parser().parse_args(args)
     if ns.classifier not in CLASSIFIERS:
         if ns.classifier in ("BERT", "TRANSFORMER"):
-            raise ConfigError("--classifier BERT is not yet supported (it comes with pretrained models)")
+            raise ConfigError(
+                "--classifier BERT is not yet supported (it comes with pretrained models)"
+            )
         raise ConfigError(f"--classifier {ns.classifier}: choose one of {', '.join(CLASSIFIERS)}")
     if ns.pretrained_embeddings is not None:
-        raise ConfigError("--pretrained-embeddings is not yet supported (it comes with pretrained models)")
+        raise ConfigError(
+            "--pretrained-embeddings is not yet supported (it comes with pretrained models)"
+        )
     family = CLASSIFIERS[ns.classifier]
     sets: dict[str, Any] = {"model.family": family}
 

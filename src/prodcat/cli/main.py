@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,7 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Read, encode, summarise and generate title files.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Read, encode, summarise and generate title files.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 out = Console()
@@ -47,11 +49,13 @@ def _setup_logging(quiet: bool) -> None:
 
 
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")
+    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).")
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", "-s", help="Override a config value: --set training.epochs=2 (repeatable)."),
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override a config value: --set training.epochs=2 (repeatable)."
+    ),
 ]
 
 
@@ -59,36 +63,67 @@ SetOpt = Annotated[
 def train(
     config: ConfigOpt = None,
     train: Annotated[
-        Optional[Path], typer.Option(help="Training file (CSV or JSON lines, plain or .gz). Default: the bundled sample.")
+        Path | None,
+        typer.Option(
+            help="Training file (CSV or JSON lines, plain or .gz). Default: the bundled sample."
+        ),
     ] = None,
     validation: Annotated[
-        Optional[Path], typer.Option(help="Validation file; without it, data.validation_size rows are split off.")
+        Path | None,
+        typer.Option(help="Validation file; without it, data.validation_size rows are split off."),
     ] = None,
     test: Annotated[
-        Optional[Path], typer.Option(help="Test file; without it, data.test_size rows are split off.")
+        Path | None,
+        typer.Option(help="Test file; without it, data.test_size rows are split off."),
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Model folder. Default: runs/FAMILY-TIME.")
+        Path | None,
+        typer.Option("--output", "-o", help="Model folder. Default: runs/FAMILY-TIME."),
     ] = None,
     overrides: SetOpt = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in --output from its last checkpoint (or extend it).")
+        bool,
+        typer.Option(help="Continue the run in --output from its last checkpoint (or extend it)."),
     ] = False,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
-    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment name.")] = None,
-    run_name: Annotated[Optional[str], typer.Option(help="MLflow run name.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the result.")] = False,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings and the result.")
+    ] = False,
 ) -> None:
     """Train a classifier, log it to MLflow and save its model folder.
 
     Also accepts the DiploDatos course's options unchanged (--train-data, --classifier, ...).
     """
-    run_training(config, train, validation, test, output, overrides or [], resume, no_track,
-                 quiet, experiment, run_name)
+    run_training(
+        config,
+        train,
+        validation,
+        test,
+        output,
+        overrides or [],
+        resume,
+        no_track,
+        quiet,
+        experiment,
+        run_name,
+    )
 
 
-def run_training(config, train, validation, test, output, overrides, resume, no_track, quiet,
-                 experiment=None, run_name=None) -> None:
+def run_training(
+    config,
+    train,
+    validation,
+    test,
+    output,
+    overrides,
+    resume,
+    no_track,
+    quiet,
+    experiment=None,
+    run_name=None,
+) -> None:
     from prodcat.config import build_config
     from prodcat.data.dataset import load_splits
     from prodcat.tracking.tracker import make_tracker
@@ -127,7 +162,9 @@ def _encoding_progress(quiet: bool):
             state["name"] = name
             state["bar"] = progress_bar(True, unit="bytes")
             state["bar"].start()
-            state["task"] = state["bar"].add_task(f"encoding {Path(name).name}", total=total, info="")
+            state["task"] = state["bar"].add_task(
+                f"encoding {Path(name).name}", total=total, info=""
+            )
         state["bar"].update(state["task"], completed=done)
         if done >= total:
             state["bar"].stop()
@@ -145,14 +182,24 @@ def _print_result(result, cfg) -> None:
         table.add_column(name, justify="right")
     for split in ("validation", "test"):
         if split in m:
-            table.add_row(split, *(f"{m[split][k]:.4f}" for k in
-                                   ("balanced_accuracy", "accuracy", "macro_f1", "loss")))
+            table.add_row(
+                split,
+                *(
+                    f"{m[split][k]:.4f}"
+                    for k in ("balanced_accuracy", "accuracy", "macro_f1", "loss")
+                ),
+            )
     out.print(table)
-    out.print(f"trained {m['train_rows']:,} titles in {m['train_seconds']:.1f} s "
-              f"({m['titles_per_second']:,.0f} titles/s on {m['device']})")
+    out.print(
+        f"trained {m['train_rows']:,} titles in {m['train_seconds']:.1f} s "
+        f"({m['titles_per_second']:,.0f} titles/s on {m['device']})"
+    )
     out.print(f"model folder: {result.output_dir}")
     if result.run_id:
-        out.print(f"MLflow run {result.run_id}: mlflow ui --backend-store-uri {cfg.tracking.uri or _uri()}")
+        out.print(
+            f"MLflow run {result.run_id}: "
+            f"mlflow ui --backend-store-uri {cfg.tracking.uri or _uri()}"
+        )
 
 
 def _uri() -> str:
@@ -217,8 +264,10 @@ def data_prepare(
     splits.labels.save(output / "labels.txt")
     for line in splits.summary.lines():
         out.print(line)
-    out.print(f"cache in {output} ({time.perf_counter() - started:.1f} s); "
-              f"vocab.txt and labels.txt written")
+    out.print(
+        f"cache in {output} ({time.perf_counter() - started:.1f} s); "
+        f"vocab.txt and labels.txt written"
+    )
 
 
 @data_app.command("stats")
@@ -251,7 +300,10 @@ def data_synth(
     with progress_bar(True, unit="rows") as bar:
         task = bar.add_task(f"writing {output.name}", total=rows, info="")
         summary = write_synthetic_titles(
-            output, rows, seed=seed, categories=categories,
+            output,
+            rows,
+            seed=seed,
+            categories=categories,
             progress=lambda n: bar.update(task, completed=n),
         )
     out.print(json.dumps(summary))

@@ -416,7 +416,10 @@ def _course_tokens(batch: RowBatch, vocab_size: int, reader: TableReader):
     if lists.null_count:
         first = int(np.flatnonzero(lists.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError(
-            "missing token ids", reader.path, line=batch.line_of(first), field=reader.fields["tokens"]
+            "missing token ids",
+            reader.path,
+            line=batch.line_of(first),
+            field=reader.fields["tokens"],
         )
     ids = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
     row = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -440,7 +443,9 @@ def _course_counts(work: Path, rows: int, width: int, vocab_size: int) -> np.nda
     if rows:
         tokens = np.memmap(work / "tokens.bin", dtype=np.uint32, mode="r", shape=(rows, width))
         for start in range(0, rows, RENUMBER_BLOCK):
-            counts += np.bincount(tokens[start : start + RENUMBER_BLOCK].ravel(), minlength=vocab_size)
+            counts += np.bincount(
+                tokens[start : start + RENUMBER_BLOCK].ravel(), minlength=vocab_size
+            )
     counts[0] = 0
     return counts
 

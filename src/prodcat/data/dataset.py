@@ -113,7 +113,9 @@ class Splits:
     def class_weights(self) -> np.ndarray:
         """Inverse-frequency weights (`balanced`, as scikit-learn), mean 1 over training rows."""
         counts = np.bincount(self.train.labels, minlength=len(self.labels)).astype(np.float64)
-        weights = np.where(counts > 0, len(self.train) / (len(self.labels) * np.maximum(counts, 1)), 0)
+        weights = np.where(
+            counts > 0, len(self.train) / (len(self.labels) * np.maximum(counts, 1)), 0
+        )
         return weights.astype(np.float32)
 
 
@@ -310,7 +312,9 @@ def load_splits(
     labels = LabelMap(sorted(label_names[i] for i in present))
     vocabulary, train_remap = _train_vocabulary(train_file, train_rows, cfg)
     splits: dict[str, Split | None] = {
-        "train": labelled_split("train", train_file, train_rows, vocabulary, labels, cfg, train_remap)
+        "train": labelled_split(
+            "train", train_file, train_rows, vocabulary, labels, cfg, train_remap
+        )
     }
     for role, path in held_out.items():
         if path is None:

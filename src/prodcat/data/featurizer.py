@@ -41,7 +41,11 @@ class VocabularyFeaturizer:
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.vocabulary.save(folder / "vocab.txt")
-        spec = {"kind": self.kind, "tokenizer": self.tokenizer.model_dump(), "max_tokens": self.max_tokens}
+        spec = {
+            "kind": self.kind,
+            "tokenizer": self.tokenizer.model_dump(),
+            "max_tokens": self.max_tokens,
+        }
         (folder / "featurizer.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
 
     @classmethod

@@ -15,7 +15,7 @@ def file_stats(path: str | Path, data_cfg) -> list[str]:
     meta, stats = file.meta, file.meta["stats"]
     lines = [
         f"file: {path} ({meta['format']})",
-        f"columns: " + ", ".join(f"{k}={v}" for k, v in meta["fields"].items() if v),
+        "columns: " + ", ".join(f"{k}={v}" for k, v in meta["fields"].items() if v),
         f"rows: {stats['rows_read']:,} read, {file.n_rows:,} with a title, "
         f"{stats['empty_titles']:,} empty titles skipped",
     ]

@@ -21,7 +21,10 @@ def weighted_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of row-weighted cross-entropy over the batch, and the sum of the row weights."""
     losses = F.cross_entropy(
-        logits.float(), batch.labels, weight=class_weights, reduction="none",
+        logits.float(),
+        batch.labels,
+        weight=class_weights,
+        reduction="none",
         label_smoothing=label_smoothing,
     )
     if batch.weights is None:
@@ -58,7 +61,11 @@ def predict_split(
 
 
 def evaluate_split(
-    model: torch.nn.Module, split: Split, batch_size: int, device: torch.device, autocast: bool = False
+    model: torch.nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    autocast: bool = False,
 ) -> tuple[dict[str, float], np.ndarray]:
     """balanced_accuracy, accuracy, macro_f1, loss and rows of a labelled split; predictions."""
     y_pred, loss = predict_split(model, split, batch_size, device, autocast)

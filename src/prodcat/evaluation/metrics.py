@@ -1,4 +1,7 @@
-"""The metrics: balanced accuracy (the MeLi challenge's), accuracy, macro-F1; a per-category report."""
+"""The metrics: balanced accuracy (the MeLi challenge's), accuracy, macro-F1.
+
+Also the per-category report saved with every run.
+"""
 
 from __future__ import annotations
 

@@ -27,7 +27,9 @@ class TokenEmbedder(nn.Module):
         self.tokens = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=0, sparse=sparse)
         self.buckets = cfg.ngram_buckets
         self.bigrams = (
-            nn.Embedding(cfg.ngram_buckets, cfg.embedding_dim, sparse=sparse) if self.buckets else None
+            nn.Embedding(cfg.ngram_buckets, cfg.embedding_dim, sparse=sparse)
+            if self.buckets
+            else None
         )
         self.dropout = nn.Dropout(cfg.embedding_dropout)
         if cfg.freeze_embeddings:

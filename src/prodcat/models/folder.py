@@ -45,7 +45,9 @@ def save_model_folder(
     save_file(state, str(folder / WEIGHTS))
 
 
-def load_model_folder(folder: str | Path) -> tuple[Config, TextClassifier, VocabularyFeaturizer, LabelMap]:
+def load_model_folder(
+    folder: str | Path,
+) -> tuple[Config, TextClassifier, VocabularyFeaturizer, LabelMap]:
     """Rebuild a saved model on the CPU, in eval mode."""
     folder = Path(folder)
     for name in ("config.yaml", "featurizer.json", "labels.txt", WEIGHTS):

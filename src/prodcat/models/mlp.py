@@ -1,4 +1,7 @@
-"""MLP over pooled word embeddings (the course's baseline, fastText's architecture with a deeper head)."""
+"""MLP over pooled word embeddings.
+
+The course's baseline; with hashed bigrams it is fastText's architecture with a deeper head.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from prodcat.registry import register
 
 class MLPConfig(ModelConfig):
     family: Literal["mlp"] = "mlp"
-    pooling: Literal["mean", "max", "mean+max"] = Field("mean", description="over the title's tokens")
+    pooling: Literal["mean", "max", "mean+max"] = Field(
+        "mean", description="over the title's tokens"
+    )
 
 
 @register("mlp")
@@ -32,5 +37,7 @@ class MLPClassifier(TextClassifier):
             total = (embedded * mask).sum(1)
             pooled.append(total / batch.lengths.clamp(min=1).unsqueeze(1).to(total.dtype))
         if self.cfg.pooling in ("max", "mean+max"):
-            pooled.append(embedded.masked_fill(~mask, -1e4).amax(1) * (batch.lengths > 0).unsqueeze(1))
+            pooled.append(
+                embedded.masked_fill(~mask, -1e4).amax(1) * (batch.lengths > 0).unsqueeze(1)
+            )
         return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from prodcat.config import Config
-from prodcat.data.dataset import labelled_split
 from prodcat.data.cache import encode_file
+from prodcat.data.dataset import labelled_split
 from prodcat.evaluation.evaluate import evaluate_split
 from prodcat.models.folder import load_model_folder
 
@@ -56,7 +56,7 @@ class Classifier:
     def predict_proba(
         self, titles: str | list[str], top_k: int | None = None, batch_size: int = 4096
     ) -> np.ndarray | list[list[tuple[str, float]]]:
-        """Probabilities over `categories` (N, C); with `top_k`, the k best (category, p) per title."""
+        """Probabilities over `categories`, (N, C); with `top_k`, the k best (category, p)."""
         titles = [titles] if isinstance(titles, str) else list(titles)
         probs = torch.softmax(self._logits(titles, batch_size).float(), dim=1)
         if top_k is None:

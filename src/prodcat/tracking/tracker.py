@@ -36,7 +36,9 @@ class NullTracker:
 class MlflowTracker(NullTracker):
     """An MLflow run: params, per-epoch metrics, tags and artifacts."""
 
-    def __init__(self, uri: str | None = None, experiment: str = "prodcat", run_name: str | None = None):
+    def __init__(
+        self, uri: str | None = None, experiment: str = "prodcat", run_name: str | None = None
+    ):
         import mlflow  # imported here: it takes seconds, and only tracked runs need it
 
         self.mlflow = mlflow

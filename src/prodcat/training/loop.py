@@ -134,13 +134,23 @@ def train(
         for epoch in range(first_epoch, t.epochs + 1):
             if t.patience and state["bad_epochs"] >= t.patience:
                 break
+
             def save_partial(progress: dict[str, Any]) -> None:
                 state["partial"] = progress
                 save_checkpoint(output, _checkpoint(state, model, optimizer, schedule))
 
             record = _train_epoch(
-                cfg, model, optimizer, schedule, splits, epoch, device, autocast, class_weights,
-                state.pop("partial", None), save_partial,
+                cfg,
+                model,
+                optimizer,
+                schedule,
+                splits,
+                epoch,
+                device,
+                autocast,
+                class_weights,
+                state.pop("partial", None),
+                save_partial,
             )
             state["partial"] = None
             val, _ = evaluate_split(model, splits.validation, t.eval_batch_size, device, autocast)
@@ -155,15 +165,23 @@ def train(
             state["epoch"] = epoch
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
             log.info(
-                "epoch %d/%d: train loss %.4f, validation loss %.4f, BAC %.4f%s (%.1f s, %s titles/s)",
-                epoch, t.epochs, record["train_loss"], record["validation_loss"],
-                record["validation_balanced_accuracy"], " *" if improved else "",
-                record["epoch_seconds"], f"{record['train_titles_per_second']:,.0f}",
+                "epoch %d/%d: train loss %.4f, validation loss %.4f, BAC %.4f%s "
+                "(%.1f s, %s titles/s)",
+                epoch,
+                t.epochs,
+                record["train_loss"],
+                record["validation_loss"],
+                record["validation_balanced_accuracy"],
+                " *" if improved else "",
+                record["epoch_seconds"],
+                f"{record['train_titles_per_second']:,.0f}",
             )
             save_checkpoint(output, _checkpoint(state, model, optimizer, schedule))
     except KeyboardInterrupt:
         tracker.end("KILLED")
-        log.warning("interrupted: resume with --resume (checkpoint of epoch %d kept)", state["epoch"])
+        log.warning(
+            "interrupted: resume with --resume (checkpoint of epoch %d kept)", state["epoch"]
+        )
         raise
 
     result = _finish(cfg, model, featurizer, splits, state, output, device, autocast, tracker)
@@ -218,13 +236,28 @@ def _restore(checkpoint, model, optimizer, schedule, n_classes, vocab_size, outp
     if state["bad_epochs"] and checkpoint["epoch"] == len(state["history"]):
         # Asking a run that stopped early for more epochs means: go on anyway.
         state["bad_epochs"] = 0
-    log.info("resumed from epoch %d (best BAC %.4f at epoch %d)", state["epoch"],
-             state["best_bac"], state["best_epoch"])
+    log.info(
+        "resumed from epoch %d (best BAC %.4f at epoch %d)",
+        state["epoch"],
+        state["best_bac"],
+        state["best_epoch"],
+    )
     return state
 
 
-def _train_epoch(cfg, model, optimizer, schedule, splits, epoch, device, autocast, class_weights,
-                 partial=None, save_partial=None):
+def _train_epoch(
+    cfg,
+    model,
+    optimizer,
+    schedule,
+    splits,
+    epoch,
+    device,
+    autocast,
+    class_weights,
+    partial=None,
+    save_partial=None,
+):
     """One pass over the shuffled training split, from a mid-epoch checkpoint if given.
 
     Every `training.checkpoint_minutes`, `save_partial` records how far the epoch got; the
@@ -235,7 +268,11 @@ def _train_epoch(cfg, model, optimizer, schedule, splits, epoch, device, autocas
     partial = partial or {"step": 0, "loss_sum": 0.0, "weight_sum": 0.0, "seen": 0, "seconds": 0.0}
     first = partial["step"]
     batches = splits.train.batches(
-        t.batch_size, shuffle=True, seed=t.seed, epoch=epoch, buffer=cfg.data.shuffle_buffer,
+        t.batch_size,
+        shuffle=True,
+        seed=t.seed,
+        epoch=epoch,
+        buffer=cfg.data.shuffle_buffer,
         start=first,
     )
     loss_sum = torch.tensor(partial["loss_sum"], device=device)
@@ -262,18 +299,28 @@ def _train_epoch(cfg, model, optimizer, schedule, splits, epoch, device, autocas
             seen += len(batch)
             if step % 50 == 0 or step == total:
                 elapsed = time.perf_counter() - started
-                bar.update(task, completed=step, info=(
-                    f"loss {float(loss_sum / weight_sum):.4f}  {seen / elapsed:,.0f} titles/s"
-                ))
+                bar.update(
+                    task,
+                    completed=step,
+                    info=(
+                        f"loss {float(loss_sum / weight_sum):.4f}  {seen / elapsed:,.0f} titles/s"
+                    ),
+                )
             if (
                 save_partial is not None
                 and t.checkpoint_minutes
                 and step < total
                 and time.perf_counter() - last_save > 60 * t.checkpoint_minutes
             ):
-                save_partial({"step": step, "loss_sum": float(loss_sum),
-                              "weight_sum": float(weight_sum), "seen": seen,
-                              "seconds": time.perf_counter() - started})
+                save_partial(
+                    {
+                        "step": step,
+                        "loss_sum": float(loss_sum),
+                        "weight_sum": float(weight_sum),
+                        "seen": seen,
+                        "seconds": time.perf_counter() - started,
+                    }
+                )
                 last_save = time.perf_counter()
         bar.update(task, completed=total)
     seconds = time.perf_counter() - started
@@ -302,7 +349,9 @@ def _log_run_metadata(tracker, cfg: Config, splits: Splits, device: torch.device
     tracker.set_tags(tags)
 
 
-def _finish(cfg, model, featurizer, splits, state, output, device, autocast, tracker) -> TrainResult:
+def _finish(
+    cfg, model, featurizer, splits, state, output, device, autocast, tracker
+) -> TrainResult:
     t = cfg.training
     model.load_state_dict(state["best_weights"])
     history = state["history"]
@@ -310,12 +359,14 @@ def _finish(cfg, model, featurizer, splits, state, output, device, autocast, tra
     metrics: dict[str, Any] = {
         "best_epoch": state["best_epoch"],
         "epochs_run": len(history),
-        "validation": {k.removeprefix("validation_"): v for k, v in best.items()
-                       if k.startswith("validation_")},
+        "validation": {
+            k.removeprefix("validation_"): v for k, v in best.items() if k.startswith("validation_")
+        },
         "train_rows": len(splits.train),
         "train_seconds": sum(h["epoch_seconds"] for h in history),
         "titles_per_second": float(np.mean([h["train_titles_per_second"] for h in history]))
-        if history else 0.0,
+        if history
+        else 0.0,
         "device": device_name(device),
     }
     save_model_folder(output, cfg, model, featurizer, splits.labels)
@@ -324,13 +375,18 @@ def _finish(cfg, model, featurizer, splits, state, output, device, autocast, tra
     if splits.test is not None:
         metrics["test"] = scores
         tracker.log_metrics({f"test_{k}": v for k, v in scores.items()})
-    write_category_report(report_split.labels, y_pred, splits.labels.names,
-                          output / "category_report.csv")
+    write_category_report(
+        report_split.labels, y_pred, splits.labels.names, output / "category_report.csv"
+    )
     if history:
         plot_history(history, output)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    tracker.log_metrics({"best_validation_balanced_accuracy": state["best_bac"],
-                         "train_seconds": metrics["train_seconds"]})
+    tracker.log_metrics(
+        {
+            "best_validation_balanced_accuracy": state["best_bac"],
+            "train_seconds": metrics["train_seconds"],
+        }
+    )
     for path in sorted(output.iterdir()):
         if path.is_file() and path.name != CHECKPOINT:
             tracker.log_artifact(path, artifact_path="model")
