@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -20,7 +23,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {
-            f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+            f.name: (None if v is None else v.to(device, non_blocking=True))
             for f in fields(self)
             for v in [getattr(self, f.name)]
         }
@@ -66,6 +69,8 @@ def iterate_batches(
     `remap` turns cache token ids into model ids; `labels` and `weights` are aligned with
     `rows`. Each batch is cut to its longest title.
     """
+    import torch  # here, not at the top: `prodcat data` commands never pay for importing torch
+
     order = np.arange(len(rows)) if order is None else order
     for begin in range(start * batch_size, len(order), batch_size):
         # Sorted positions read the memory map in file order; the batch's order is irrelevant.

@@ -47,7 +47,7 @@ ARRAYS = {
     "qualities": np.int8,
     "lines": np.int64,
 }
-RENUMBER_BLOCK = 1 << 20
+BLOCK_ROWS = 1 << 17  # 16 MiB of token ids at 32 per title
 
 
 def default_cache_root() -> Path:
@@ -195,8 +195,9 @@ class _TokenTable:
                 names.append(token)
             ids[i] = pid
         if len(names) > len(self.counts):
-            self.counts = np.resize(self.counts, max(len(names), 2 * len(self.counts)))
-            self.counts[len(self.counts) // 2 :] = 0
+            grown = np.zeros(max(len(names), 2 * len(self.counts)), dtype=np.int64)
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
         np.add.at(self.counts, ids, counts)
         if len(table) > self.capacity:
             self._prune()
@@ -438,24 +439,29 @@ def _course_tokens(batch: RowBatch, vocab_size: int, reader: TableReader):
     return ids, row, pos
 
 
+def token_blocks(path: Path, rows: int, width: int, block_rows: int = BLOCK_ROWS):
+    """Yield (first row, block) of a token file, read block by block.
+
+    Plain reads rather than a memory map: the pages of a map count in the process's memory,
+    and at 20 M rows the token file alone is 2.5 GB.
+    """
+    with open(path, "rb") as f:
+        for start in range(0, rows, block_rows):
+            n = min(block_rows, rows - start)
+            yield start, np.fromfile(f, dtype=np.uint32, count=n * width).reshape(n, width)
+
+
 def _course_counts(work: Path, rows: int, width: int, vocab_size: int) -> np.ndarray:
     counts = np.zeros(vocab_size, dtype=np.int64)
-    if rows:
-        tokens = np.memmap(work / "tokens.bin", dtype=np.uint32, mode="r", shape=(rows, width))
-        for start in range(0, rows, RENUMBER_BLOCK):
-            counts += np.bincount(
-                tokens[start : start + RENUMBER_BLOCK].ravel(), minlength=vocab_size
-            )
+    for _, block in token_blocks(work / "tokens.bin", rows, width):
+        counts += np.bincount(block.ravel(), minlength=vocab_size)
     counts[0] = 0
     return counts
 
 
 def _renumber(path: Path, remap: np.ndarray, rows: int, width: int) -> None:
-    if rows == 0:
-        return
-    tokens = np.memmap(path, dtype=np.uint32, mode="r+", shape=(rows, width))
-    for start in range(0, rows, RENUMBER_BLOCK):
-        block = tokens[start : start + RENUMBER_BLOCK]
-        block[:] = remap[block]
-    tokens.flush()
-    del tokens
+    """Replace provisional ids with final ones, in place, one block at a time."""
+    with open(path, "r+b") as out:
+        for start, block in token_blocks(path, rows, width):
+            out.seek(start * width * 4)
+            remap[block].tofile(out)

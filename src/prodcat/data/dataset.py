@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from prodcat.data.batches import Batch, batch_order, iterate_batches
-from prodcat.data.cache import EncodedFile, encode_file
+from prodcat.data.cache import EncodedFile, encode_file, token_blocks
 from prodcat.data.vocab import LabelMap, Vocabulary
 from prodcat.errors import DataError
-
-VOCAB_BLOCK = 1 << 20
 
 
 @dataclass
@@ -46,8 +44,9 @@ class Split:
         """Padded batches; shuffled reproducibly from (seed, epoch) when asked."""
         order = batch_order(len(self), shuffle=shuffle, seed=seed, epoch=epoch, buffer=buffer)
         return iterate_batches(
-            self.file.tokens,
-            self.file.lengths,
+            # plain views: indexing is faster than through np.memmap's subclass
+            np.asarray(self.file.tokens),
+            np.asarray(self.file.lengths),
             self.rows,
             remap=self.remap,
             labels=self.labels,
@@ -135,9 +134,13 @@ def stratified_split(
     n = len(labels)
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(n)
-    order = shuffled[np.argsort(labels[shuffled], kind="stable")]
-    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    room = counts - 1  # rows each category can give away
+    keys = labels[shuffled]
+    if n and keys.max(initial=0) < np.iinfo(np.uint16).max:
+        keys = keys.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort
+    order = shuffled[np.argsort(keys, kind="stable")]
+    counts = np.bincount(labels, minlength=1) if n else np.zeros(0, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    room = np.maximum(counts - 1, 0)  # rows each category can give away
     quotas = []
     for size in sizes:
         exact = counts * (size / max(n, 1))
@@ -146,20 +149,22 @@ def stratified_split(
         if short > 0:
             remainder = np.where(quota < room, exact - quota, -1.0) + rng.random(len(counts)) * 1e-9
             extra = np.argsort(-remainder, kind="stable")[:short]
-            extra = extra[remainder[extra] >= 0]
-            quota[extra] += 1
+            quota[extra[remainder[extra] >= 0]] += 1
         room = room - quota
         quotas.append(quota)
-    rank = np.arange(n) - np.repeat(starts, counts)
+
+    def take(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        pieces = [
+            order[starts[c] + low[c] : starts[c] + high[c]] for c in np.flatnonzero(high > low)
+        ]
+        return np.sort(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.int64)
+
     parts, low = [], np.zeros_like(counts)
     for quota in quotas:
-        high = low + quota
-        take = (rank >= np.repeat(low, counts)) & (rank < np.repeat(high, counts))
-        parts.append(np.sort(order[take]))
-        low = high
-    rest = np.sort(order[rank >= np.repeat(low, counts)])
+        parts.append(take(low, low + quota))
+        low = low + quota
+    rest = take(low, counts)
     unsplit = int(((low == 0) & (counts > 0)).sum()) if sum(sizes) else 0
-    del classes
     return parts, rest, unsplit
 
 
@@ -233,10 +238,12 @@ def _model_labels(file: EncodedFile, rows: np.ndarray, labels: LabelMap, name: s
 
 
 def _train_vocabulary(file: EncodedFile, rows: np.ndarray, cfg) -> tuple[Vocabulary, np.ndarray]:
+    """The vocabulary of the training rows (`rows` ascending), reading the file block by block."""
     counts = np.zeros(len(file.vocabulary), dtype=np.int64)
-    for start in range(0, len(rows), VOCAB_BLOCK):
-        block = file.tokens[rows[start : start + VOCAB_BLOCK]]
-        counts += np.bincount(block.ravel(), minlength=len(counts))
+    blocks = token_blocks(file.folder / "tokens.bin", file.n_rows, file.max_tokens)
+    for start, block in blocks if file.n_rows else ():
+        lo, hi = np.searchsorted(rows, [start, start + len(block)])
+        counts += np.bincount(block[rows[lo:hi] - start].ravel(), minlength=len(counts))
     return Vocabulary.from_counts(file.vocabulary, counts, cfg.min_count, cfg.max_vocab)
 
 
