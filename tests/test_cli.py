@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
                     "--set",
                     "training.epochs=8",
                     "--set",
-                    "training.lr=0.01",
+                    "training.lr=0.05",
                     "--set",
                     "model.embedding_dim=16",
                 ]

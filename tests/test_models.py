@@ -99,3 +99,13 @@ def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_
     np.testing.assert_allclose(clf.predict_proba(titles), in_memory, rtol=1e-6, atol=1e-7)
     top = clf.predict_proba(titles[:1], top_k=2)[0]
     assert top[0][0] == "SOUND_CARDS" and len(top) == 2 and top[0][1] >= top[1][1]
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_embeddings_are_trainable_unless_frozen(tmp_path, frozen):
+    cfg = tiny_config("mlp", tmp_path, **{"model.freeze_embeddings": frozen})
+    model = get_family("mlp")(cfg.model, n_classes=3, vocab_size=10)
+    assert model.embedder.tokens.weight.requires_grad is not frozen
+    # Small start (uniform within ±1/dim) and a zero [PAD] row.
+    weight = model.embedder.tokens.weight
+    assert weight.abs().max() <= 1 / cfg.model.embedding_dim and not weight[0].any()

@@ -159,9 +159,12 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
 def test_resume_extends_a_finished_run_with_more_epochs(tmp_path):
     data = write_titles(tmp_path / "train.jsonl")
     splits = load_splits(small_config(tmp_path).data, data)
-    three = small_config(tmp_path, **{"training.epochs": 3, "training.patience": None})
+    # A constant rate: a schedule's shape depends on the total number of epochs.
+    constant = {"training.schedule": "constant", "training.patience": None}
+    three = small_config(tmp_path, **{"training.epochs": 3, **constant})
     train(three, splits, tmp_path / "straight")
-    train(small_config(tmp_path, **{"training.epochs": 2}), splits, tmp_path / "extended")
+    two = small_config(tmp_path, **{"training.epochs": 2, **constant})
+    train(two, splits, tmp_path / "extended")
     extended = train(three, splits, tmp_path / "extended", resume=True)
     assert len(extended.history) == 3
     a = load_file(tmp_path / "straight" / "model.safetensors")

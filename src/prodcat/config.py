@@ -58,7 +58,7 @@ class ModelConfig(StrictModel):
     """Settings every family shares: embedder -> encoder -> head."""
 
     family: str = "mlp"
-    embedding_dim: int = Field(128, ge=1)
+    embedding_dim: int = Field(200, ge=1)
     ngram_buckets: int = Field(
         0, ge=0, description="hashed word-bigram embeddings added to the tokens (0: none)"
     )
@@ -68,8 +68,9 @@ class ModelConfig(StrictModel):
     )
     pretrained_embeddings: Path | None = None
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
-    hidden_layers: list[int] = Field(default_factory=lambda: [256])
-    dropout: float = Field(0.3, ge=0, lt=1)
+    # A linear head over the encoding: deeper heads overfit tens of thousands of titles.
+    hidden_layers: list[int] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainingConfig(StrictModel):
@@ -79,9 +80,10 @@ class TrainingConfig(StrictModel):
     batch_size: int = Field(256, ge=1)
     eval_batch_size: int = Field(2048, ge=1)
     optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    # High for Adam: sparse embedding rows are updated only when their token appears.
+    lr: float = Field(0.02, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "warmup_cosine", "one_cycle"] = "constant"
+    schedule: Literal["constant", "warmup_cosine", "one_cycle"] = "warmup_cosine"
     warmup_fraction: float = Field(0.05, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)

@@ -25,7 +25,8 @@ class TokenizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lowercase: bool = True
-    strip_accents: bool = False
+    # Titles mix "camión" and "camion"; folding them gave +0.008 validation BAC (meli-es-51k).
+    strip_accents: bool = True
     # "shape": every digit becomes 0 (1700w -> 0000w), keeping magnitude and unit while
     # folding model numbers together; "keep": as written; "drop": tokens that are only digits go.
     numbers: Literal["shape", "keep", "drop"] = "shape"

@@ -32,6 +32,15 @@ class TokenEmbedder(nn.Module):
             else None
         )
         self.dropout = nn.Dropout(cfg.embedding_dropout)
+        # Start small (uniform ±1/dim, as fastText does) rather than at PyTorch's N(0, 1):
+        # rare tokens and bigram buckets get few updates and would stay mostly noise.
+        # Measured on meli-es-51k (validation BAC, tuned MLP): 0.915 -> 0.925.
+        bound = 1.0 / cfg.embedding_dim
+        with torch.no_grad():
+            for table in (self.tokens, self.bigrams):
+                if table is not None:
+                    table.weight.uniform_(-bound, bound)
+            self.tokens.weight[0].zero_()  # [PAD]
         if cfg.freeze_embeddings:
             self.tokens.weight.requires_grad_(False)
 
