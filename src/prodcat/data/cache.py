@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -317,38 +318,54 @@ def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, pr
     labels, languages, qualities = _Codes(), _Codes(), _Codes()
     out = _Appender(work)
     total_bytes = reader.path.stat().st_size
+
+    def write(batch: RowBatch, label_ids: np.ndarray, tokenized: Future | None) -> None:
+        n = len(batch)
+        if tokenized is None:
+            ids, row, pos = _course_tokens(batch, len(course_vocab), reader)
+        else:
+            chunk = tokenized.result()
+            chunk_counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
+            ids = table.add(chunk.vocabulary, chunk_counts)[chunk.codes]
+            row, pos = chunk.row, chunk.positions()
+        lengths = np.bincount(row, minlength=n)
+        keep = pos < width
+        matrix = np.zeros((n, width), dtype=np.uint32)
+        matrix[row[keep], pos[keep]] = ids[keep]
+        stats.truncated_titles += int((lengths > width).sum())
+        stats.titles_without_tokens += int((lengths == 0).sum())
+        out.write(
+            tokens=matrix,
+            lengths=np.minimum(lengths, width),
+            labels=label_ids,
+            languages=_optional_codes(batch, "language", languages),
+            qualities=_optional_codes(batch, "quality", qualities),
+            lines=batch.lines,
+        )
+        stats.rows += n
+        if progress:
+            progress(min(reader.bytes_read(), total_bytes), total_bytes)
+
+    # Tokenising a batch (Arrow kernels, which release the GIL) runs on a second thread
+    # while this one parses the next batch and writes the previous one: the two cores work.
+    pending = None
     try:
-        for batch in reader.batches():
-            stats.rows_read += len(batch)
-            batch = _drop_empty_titles(batch, reader, stats)
-            n = len(batch)
-            if n == 0:
-                continue
-            label_ids = _label_ids(batch, reader, labels)
-            if course_ids:
-                ids, row, pos = _course_tokens(batch, len(course_vocab), reader)
-            else:
-                chunk = tokenize(batch.column("text").combine_chunks(), data_cfg.tokenizer)
-                chunk_counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
-                ids = table.add(chunk.vocabulary, chunk_counts)[chunk.codes]
-                row, pos = chunk.row, chunk.positions()
-            lengths = np.bincount(row, minlength=n)
-            keep = pos < width
-            matrix = np.zeros((n, width), dtype=np.uint32)
-            matrix[row[keep], pos[keep]] = ids[keep]
-            stats.truncated_titles += int((lengths > width).sum())
-            stats.titles_without_tokens += int((lengths == 0).sum())
-            out.write(
-                tokens=matrix,
-                lengths=np.minimum(lengths, width),
-                labels=label_ids,
-                languages=_optional_codes(batch, "language", languages),
-                qualities=_optional_codes(batch, "quality", qualities),
-                lines=batch.lines,
-            )
-            stats.rows += n
-            if progress:
-                progress(min(reader.bytes_read(), total_bytes), total_bytes)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for batch in reader.batches():
+                stats.rows_read += len(batch)
+                batch = _drop_empty_titles(batch, reader, stats)
+                if len(batch) == 0:
+                    continue
+                label_ids = _label_ids(batch, reader, labels)
+                tokenized = None
+                if not course_ids:
+                    text = batch.column("text").combine_chunks()
+                    tokenized = pool.submit(tokenize, text, data_cfg.tokenizer)
+                if pending is not None:
+                    write(*pending)
+                pending = (batch, label_ids, tokenized)
+            if pending is not None:
+                write(*pending)
     finally:
         out.close()
     if stats.rows_read == 0:
