@@ -252,3 +252,16 @@ def test_a_run_killed_inside_an_epoch_resumes_from_its_last_batch(tmp_path):
     again = load_file(tmp_path / "k" / "model.safetensors")
     for name in straight:
         torch.testing.assert_close(again[name], straight[name], rtol=0, atol=0)
+
+
+def test_resume_trains_on_after_an_early_stop(tmp_path):
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
+    overrides = {"training.epochs": 30, "training.patience": 1, "training.lr": 0.05}
+    cfg = small_config(tmp_path, **overrides)
+    splits = load_splits(cfg.data, data)
+    stopped = train(cfg, splits, tmp_path / "run")
+    ran = len(stopped.history)
+    assert ran < 30  # patience 1 ended it
+    more = small_config(tmp_path, **{**overrides, "training.epochs": ran + 2})
+    resumed = train(more, splits, tmp_path / "run", resume=True)
+    assert len(resumed.history) > ran

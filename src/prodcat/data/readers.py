@@ -180,9 +180,6 @@ class TableReader:
     def header_lines(self) -> int:
         return 1 if self.format == "csv" else 0
 
-    def has(self, field: str) -> bool:
-        return field in self.fields
-
     def require(self, *fields: str) -> None:
         """Fail with a clear message when the file lacks a column the task needs."""
         for field in fields:

@@ -118,7 +118,7 @@ def train(
     if resume and checkpoint is None:
         log.warning("no %s in %s: starting a new run", CHECKPOINT, output)
     if checkpoint is not None:
-        state = _restore(checkpoint, model, optimizer, schedule, n_classes, vocab_size, output)
+        state = _restore(checkpoint, model, optimizer, schedule, vocab_size, t.patience, output)
     elif (output / CHECKPOINT).exists():
         (output / CHECKPOINT).unlink()  # a new run in an old folder starts clean
     (output / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -213,7 +213,7 @@ def _checkpoint(state, model, optimizer, schedule) -> dict[str, Any]:
     }
 
 
-def _restore(checkpoint, model, optimizer, schedule, n_classes, vocab_size, output) -> dict:
+def _restore(checkpoint, model, optimizer, schedule, vocab_size, cfg_patience, output) -> dict:
     shape = checkpoint["model"]["embedder.tokens.weight"].shape[0]
     if shape != vocab_size:
         raise ConfigError(
@@ -233,8 +233,8 @@ def _restore(checkpoint, model, optimizer, schedule, n_classes, vocab_size, outp
     if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
     state = {k: checkpoint[k] for k in _initial_state(model)}
-    if state["bad_epochs"] and checkpoint["epoch"] == len(state["history"]):
-        # Asking a run that stopped early for more epochs means: go on anyway.
+    if cfg_patience and state["bad_epochs"] >= cfg_patience:
+        # The run had stopped early; resuming it means: train on anyway.
         state["bad_epochs"] = 0
     log.info(
         "resumed from epoch %d (best BAC %.4f at epoch %d)",
