@@ -127,6 +127,7 @@ def train(
     state["run_id"] = run_id
     _log_run_metadata(tracker, cfg, splits, device)
 
+    parts = _Parts(cfg, model, optimizer, schedule, splits, device, autocast, class_weights)
     first_epoch = state["epoch"] + 1
     if first_epoch > t.epochs:
         log.info("already trained %d epochs; raise training.epochs to train more", state["epoch"])
@@ -139,19 +140,7 @@ def train(
                 state["partial"] = progress
                 save_checkpoint(output, _checkpoint(state, model, optimizer, schedule))
 
-            record = _train_epoch(
-                cfg,
-                model,
-                optimizer,
-                schedule,
-                splits,
-                epoch,
-                device,
-                autocast,
-                class_weights,
-                state.pop("partial", None),
-                save_partial,
-            )
+            record = _train_epoch(parts, epoch, state.pop("partial", None), save_partial)
             state["partial"] = None
             val, _ = evaluate_split(model, splits.validation, t.eval_batch_size, device, autocast)
             record.update({f"validation_{k}": v for k, v in val.items() if k != "rows"})
@@ -245,24 +234,34 @@ def _restore(checkpoint, model, optimizer, schedule, vocab_size, cfg_patience, o
     return state
 
 
-def _train_epoch(
-    cfg,
-    model,
-    optimizer,
-    schedule,
-    splits,
-    epoch,
-    device,
-    autocast,
-    class_weights,
-    partial=None,
-    save_partial=None,
-):
+@dataclass
+class _Parts:
+    """What every epoch of a run works with."""
+
+    cfg: Config
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    splits: Splits
+    device: torch.device
+    autocast: bool
+    class_weights: torch.Tensor | None
+
+
+def _train_epoch(parts: _Parts, epoch: int, partial=None, save_partial=None) -> dict[str, float]:
     """One pass over the shuffled training split, from a mid-epoch checkpoint if given.
 
     Every `training.checkpoint_minutes`, `save_partial` records how far the epoch got; the
     batch order is a function of (seed, epoch), so a resumed epoch skips exactly those batches.
     """
+    cfg, model, optimizer, schedule, splits = (
+        parts.cfg,
+        parts.model,
+        parts.optimizer,
+        parts.schedule,
+        parts.splits,
+    )
+    device, autocast, class_weights = parts.device, parts.autocast, parts.class_weights
     t = cfg.training
     model.train()
     partial = partial or {"step": 0, "loss_sum": 0.0, "weight_sum": 0.0, "seen": 0, "seconds": 0.0}
