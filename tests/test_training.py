@@ -124,6 +124,15 @@ def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
     assert "model/checkpoint.pt" not in artifacts
 
 
+def assert_same_weights(folder, other):
+    """The two model folders hold bit-identical weights."""
+    a = load_file(folder / "model.safetensors")
+    b = load_file(other / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+
+
 class InterruptAtEpoch(NullTracker):
     """A tracker that stops the run as a Ctrl-C would, after `epoch` - 1 complete epochs."""
 
@@ -149,11 +158,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     resumed = train(cfg, splits, tmp_path / "killed", resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
 
-    straight = load_file(tmp_path / "straight" / "model.safetensors")
-    again = load_file(tmp_path / "killed" / "model.safetensors")
-    assert straight.keys() == again.keys()
-    for name in straight:
-        torch.testing.assert_close(again[name], straight[name], rtol=0, atol=0)
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")
 
 
 def test_resume_extends_a_finished_run_with_more_epochs(tmp_path):
@@ -167,10 +172,7 @@ def test_resume_extends_a_finished_run_with_more_epochs(tmp_path):
     train(two, splits, tmp_path / "extended")
     extended = train(three, splits, tmp_path / "extended", resume=True)
     assert len(extended.history) == 3
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "extended" / "model.safetensors")
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+    assert_same_weights(tmp_path / "straight", tmp_path / "extended")
 
 
 def test_early_stopping_restores_the_best_epoch(tmp_path):
@@ -248,10 +250,7 @@ def test_a_run_killed_inside_an_epoch_resumes_from_its_last_batch(tmp_path):
 
     resumed = train(cfg, load_splits(cfg.data, data), tmp_path / "k", resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
-    straight = load_file(tmp_path / "straight" / "model.safetensors")
-    again = load_file(tmp_path / "k" / "model.safetensors")
-    for name in straight:
-        torch.testing.assert_close(again[name], straight[name], rtol=0, atol=0)
+    assert_same_weights(tmp_path / "straight", tmp_path / "k")
 
 
 def test_resume_trains_on_after_an_early_stop(tmp_path):
