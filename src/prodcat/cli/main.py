@@ -175,6 +175,8 @@ def _encoding_progress(quiet: bool):
 
 
 def _print_result(result, cfg) -> None:
+    from prodcat.tracking.tracker import tracking_uri
+
     m = result.metrics
     table = Table(title=f"{cfg.model.family} — best epoch {m['best_epoch']} of {m['epochs_run']}")
     table.add_column("split")
@@ -198,16 +200,8 @@ def _print_result(result, cfg) -> None:
     if result.run_id:
         out.print(
             f"MLflow run {result.run_id}: "
-            f"mlflow ui --backend-store-uri {cfg.tracking.uri or _uri()}"
+            f"mlflow ui --backend-store-uri {tracking_uri(cfg.tracking.uri)}"
         )
-
-
-def _uri() -> str:
-    import os
-
-    from prodcat.tracking.tracker import DEFAULT_URI
-
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
 
 
 @app.command()

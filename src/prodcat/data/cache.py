@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prodcat.data.readers import RowBatch, TableReader, open_text
-from prodcat.data.text import tokenize
+from prodcat.data.text import padded_ids, tokenize
 from prodcat.errors import DataError
 
 CACHE_VERSION = 1
@@ -322,16 +322,13 @@ def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, pr
     def write(batch: RowBatch, label_ids: np.ndarray, tokenized: Future | None) -> None:
         n = len(batch)
         if tokenized is None:
-            ids, row, pos = _course_tokens(batch, len(course_vocab), reader)
+            ids, row = _course_tokens(batch, len(course_vocab), reader)
         else:
             chunk = tokenized.result()
             chunk_counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
             ids = table.add(chunk.vocabulary, chunk_counts)[chunk.codes]
-            row, pos = chunk.row, chunk.positions()
-        lengths = np.bincount(row, minlength=n)
-        keep = pos < width
-        matrix = np.zeros((n, width), dtype=np.uint32)
-        matrix[row[keep], pos[keep]] = ids[keep]
+            row = chunk.row
+        matrix, lengths = padded_ids(ids, row, n, width, np.uint32)
         stats.truncated_titles += int((lengths > width).sum())
         stats.titles_without_tokens += int((lengths == 0).sum())
         out.write(
@@ -450,10 +447,7 @@ def _course_tokens(batch: RowBatch, vocab_size: int, reader: TableReader):
             line=batch.line_of(first),
             field=reader.fields["tokens"],
         )
-    lengths = np.bincount(row, minlength=len(lists))
-    starts = np.cumsum(lengths) - lengths
-    pos = np.arange(len(row), dtype=np.int64) - starts[row]
-    return ids, row, pos
+    return ids, row
 
 
 def token_blocks(path: Path, rows: int, width: int, block_rows: int = BLOCK_ROWS):

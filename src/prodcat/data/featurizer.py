@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from prodcat.data.batches import Batch
-from prodcat.data.text import TokenizerConfig, tokenize
+from prodcat.data.text import TokenizerConfig, padded_ids, tokenize
 from prodcat.data.vocab import Vocabulary
 
 
@@ -30,13 +30,11 @@ class VocabularyFeaturizer:
     def __call__(self, titles: list[str]) -> Batch:
         chunk = tokenize(list(titles), self.tokenizer)
         ids = self.vocabulary.remap_from(chunk.vocabulary, pad_first=False)[chunk.codes]
-        pos = chunk.positions()
-        lengths = np.minimum(chunk.lengths(), self.max_tokens)
-        width = max(int(lengths.max(initial=0)), 1)
-        keep = pos < width
-        matrix = np.zeros((chunk.n_rows, width), dtype=np.int64)
-        matrix[chunk.row[keep], pos[keep]] = ids[keep]
-        return Batch(torch.from_numpy(matrix), torch.from_numpy(lengths.astype(np.int64)))
+        longest = int(chunk.lengths().max(initial=0))
+        width = max(min(longest, self.max_tokens), 1)  # each batch cut to its longest title
+        matrix, lengths = padded_ids(ids, chunk.row, chunk.n_rows, width, np.int64)
+        lengths = np.minimum(lengths, self.max_tokens).astype(np.int64)
+        return Batch(torch.from_numpy(matrix), torch.from_numpy(lengths))
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

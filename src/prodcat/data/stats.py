@@ -27,13 +27,13 @@ def file_stats(path: str | Path, data_cfg) -> list[str]:
             counts = np.bincount(codes[codes >= 0], minlength=len(names))
             lines.append(f"{field}: " + ", ".join(f"{n} {c:,}" for n, c in zip(names, counts)))
     if file.has_labels and file.n_rows:
-        counts = np.bincount(file.labels, minlength=len(file.label_names))
-        counts = counts[counts > 0]
+        per_label = np.bincount(file.labels, minlength=len(file.label_names))
+        counts = per_label[per_label > 0]
         lines.append(
             f"categories: {len(counts):,} (rows per category: min {counts.min():,}, "
             f"median {int(np.median(counts)):,}, max {counts.max():,})"
         )
-        top = np.argsort(-np.bincount(file.labels, minlength=len(file.label_names)))[:5]
+        top = np.argsort(-per_label)[:5]
         lines.append("largest: " + ", ".join(file.label_names[i] for i in top))
     lengths = np.asarray(file.lengths)
     if len(lengths):

@@ -47,9 +47,25 @@ class TokenizedChunk:
 
     def positions(self) -> np.ndarray:
         """Position of each token inside its title."""
-        lengths = self.lengths()
-        starts = np.cumsum(lengths) - lengths
-        return np.arange(len(self.row), dtype=np.int64) - starts[self.row]
+        return positions_in_rows(self.row, self.n_rows)
+
+
+def positions_in_rows(row: np.ndarray, n_rows: int) -> np.ndarray:
+    """Position of each item inside its row, for items listed row by row (`row` non-decreasing)."""
+    lengths = np.bincount(row, minlength=n_rows)
+    starts = np.cumsum(lengths) - lengths
+    return np.arange(len(row), dtype=np.int64) - starts[row]
+
+
+def padded_ids(
+    ids: np.ndarray, row: np.ndarray, n_rows: int, width: int, dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n_rows, width) matrix of each row's first `width` ids, 0-padded; and the rows' lengths."""
+    pos = positions_in_rows(row, n_rows)
+    keep = pos < width
+    matrix = np.zeros((n_rows, width), dtype=dtype)
+    matrix[row[keep], pos[keep]] = ids[keep]
+    return matrix, np.bincount(row, minlength=n_rows)
 
 
 def normalize_tokens(tokens: pa.Array, cfg: TokenizerConfig) -> pa.Array:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,7 +37,6 @@ def predict_split(
     batch_size: int,
     device: torch.device,
     autocast: bool = False,
-    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Predicted class ids of every row of `split`, in its order, and the mean loss."""
     was_training = model.training
@@ -53,8 +50,6 @@ def predict_split(
         loss_sum += float(loss)
         weight_sum += float(weight)
         predictions.append(logits.argmax(1).cpu().numpy())
-        if on_batch:
-            on_batch(len(batch))
     model.train(was_training)
     y_pred = np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
     return y_pred, loss_sum / max(weight_sum, 1e-12)

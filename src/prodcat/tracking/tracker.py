@@ -42,7 +42,7 @@ class MlflowTracker(NullTracker):
         import mlflow  # imported here: it takes seconds, and only tracked runs need it
 
         self.mlflow = mlflow
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+        self.uri = tracking_uri(uri)
         self.experiment = experiment
         self.run_name = run_name
         self.run_id = None
@@ -78,6 +78,11 @@ class MlflowTracker(NullTracker):
     def end(self, status: str = "FINISHED") -> None:
         if self.mlflow.active_run() is not None:
             self.mlflow.end_run(status=status)
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The store runs go to: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
 def _param(value: Any) -> str:

@@ -178,6 +178,18 @@ def train(
     return result
 
 
+STATE_KEYS = (
+    "epoch",
+    "best_bac",
+    "best_epoch",
+    "bad_epochs",
+    "best_weights",
+    "history",
+    "run_id",
+    "partial",
+)
+
+
 def _initial_state(model: torch.nn.Module) -> dict[str, Any]:
     return {
         "epoch": 0,
@@ -221,7 +233,7 @@ def _restore(checkpoint, model, optimizer, schedule, vocab_size, cfg_patience, o
     torch.set_rng_state(checkpoint["torch_rng"])
     if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-    state = {k: checkpoint[k] for k in _initial_state(model)}
+    state = {k: checkpoint[k] for k in STATE_KEYS}
     if cfg_patience and state["bad_epochs"] >= cfg_patience:
         # The run had stopped early; resuming it means: train on anyway.
         state["bad_epochs"] = 0
