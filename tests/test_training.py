@@ -46,8 +46,8 @@ def write_titles(path, rows_per_category=30, seed=0, language="spanish"):
     return path
 
 
-def small_config(tmp_path, **extra):
-    overrides = {
+def small_overrides(tmp_path, **extra):
+    return {
         "model.embedding_dim": 16,
         "model.hidden_layers": [16],
         "data.cache_dir": str(tmp_path / "c"),
@@ -56,7 +56,10 @@ def small_config(tmp_path, **extra):
         "training.batch_size": 16,
         **extra,
     }
-    return build_config(overrides=overrides)
+
+
+def small_config(tmp_path, **extra):
+    return build_config(overrides=small_overrides(tmp_path, **extra))
 
 
 def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
@@ -217,17 +220,15 @@ def test_a_run_killed_inside_an_epoch_resumes_from_its_last_batch(tmp_path):
     from prodcat.training.checkpoint import load_checkpoint
 
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=100)
-    overrides = {
-        "model.embedding_dim": 16,
-        "model.hidden_layers": [16],
-        "data.cache_dir": str(tmp_path / "c"),
-        "tracking.enabled": False,
-        "training.progress": False,
-        "training.batch_size": 4,
-        "training.epochs": 2,
-        "training.patience": None,
-        "training.checkpoint_minutes": 1e-9,
-    }
+    overrides = small_overrides(
+        tmp_path,
+        **{
+            "training.batch_size": 4,
+            "training.epochs": 2,
+            "training.patience": None,
+            "training.checkpoint_minutes": 1e-9,
+        },
+    )
     cfg = build_config(overrides=overrides)
     train(cfg, load_splits(cfg.data, data), tmp_path / "straight")
 
