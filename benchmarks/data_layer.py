@@ -9,7 +9,7 @@ Run (from the repository root)::
 
 For every row count it
 
-1. writes a synthetic MercadoLibre-style CSV with `prodcat.data.synth.write_synthetic_titles`
+1. writes a synthetic MercadoLibre-style CSV with `prodcat.synth.write_synthetic_titles`
    into `--workdir` (default /tmp/prodcat-bench), reusing a file written earlier for the same
    row count and seed;
 2. runs `prodcat data prepare --input FILE --output DIR` in a fresh subprocess on an empty
@@ -83,7 +83,7 @@ def ensure_file(workdir: Path, rows: int) -> tuple[Path, dict]:
     log(f"writing {rows:,} synthetic rows to {path}")
     code = (
         "import json, sys\n"
-        "from prodcat.data.synth import write_synthetic_titles\n"
+        "from prodcat.synth import write_synthetic_titles\n"
         f"print(json.dumps(write_synthetic_titles({str(path)!r}, {rows}, seed={SEED})))\n"
     )
     wall, rss, out = run_child([sys.executable, "-c", code])

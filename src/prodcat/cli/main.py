@@ -288,7 +288,7 @@ def data_synth(
     categories: Annotated[int, typer.Option(help="Number of categories.")] = 1588,
 ) -> None:
     """Write a realistic synthetic title file (challenge CSV layout) for scale tests."""
-    from prodcat.data.synth import write_synthetic_titles
+    from prodcat.synth import write_synthetic_titles
     from prodcat.training.progress import progress_bar
 
     with progress_bar(True, unit="rows") as bar:

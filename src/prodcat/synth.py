@@ -1,4 +1,7 @@
-"""Synthetic MercadoLibre-style product-title files for scale tests.
+"""Synthetic MercadoLibre-style product-title files: a fixture for scale tests and benchmarks.
+
+Not part of the data layer (it reads nothing and imports nothing from prodcat); `prodcat data
+synth` is a thin entry to it.
 
 The real MercadoLibre Data Challenge 2019 ``train.csv`` has the header
 ``title,label_quality,language,category``: ~20 M short titles (≈ 8 words) written by
