@@ -5,6 +5,7 @@ Also the per-category report saved with every run.
 
 from __future__ import annotations
 
+import csv
 import warnings
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def write_category_report(
         y_true, y_pred, labels=labels, zero_division=0
     )
     order = np.lexsort((-support, recall))
-    lines = ["category,precision,recall,f1,support"]
-    for i in order[support[order] > 0]:
-        lines.append(f"{names[i]},{precision[i]:.4f},{recall[i]:.4f},{f1[i]:.4f},{support[i]}")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with Path(path).open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")  # quotes names holding commas or quotes
+        writer.writerow(["category", "precision", "recall", "f1", "support"])
+        for i in order[support[order] > 0]:
+            scores = [f"{column[i]:.4f}" for column in (precision, recall, f1)]
+            writer.writerow([names[i], *scores, int(support[i])])
