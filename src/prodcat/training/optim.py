@@ -5,14 +5,30 @@ of their rows. With sparse embedding gradients, this optimizer updates only thos
 ("lazy" Adam, as TensorFlow's LazyAdam and PyTorch's SparseAdam do) and the dense layers
 as plain Adam(W) does: one optimizer, so schedules and checkpoints see one state.
 PyTorch's own Adam refuses sparse gradients and SparseAdam refuses dense ones.
+
+`make_optimizer` picks by name between Adam and AdamW, and between this optimizer (when a
+sparse embedding is trained) and PyTorch's own, fused where it runs.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Iterable
 
 import torch
+from torch import nn
+
+from prodcat.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# name -> (PyTorch's dense optimizer, whether weight decay is decoupled as in AdamW)
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], bool]] = {
+    "adam": (torch.optim.Adam, False),
+    "adamw": (torch.optim.AdamW, True),
+}
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -97,3 +113,93 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
     for g in grads:
         g.mul_(scale)
     return total
+
+
+def make_optimizer(
+    model: nn.Module,
+    *,
+    name: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    encoder_lr: float | None = None,
+) -> torch.optim.Optimizer:
+    """Build Adam or AdamW (`name`) for the trainable parameters of `model`.
+
+    Biases and norm weights get no weight decay; with `encoder_lr`, everything outside
+    `model.head` learns at that rate and the head at `lr`. Groups are named, e.g. "head.decay".
+    """
+    if name not in OPTIMIZERS:
+        known = ", ".join(sorted(OPTIMIZERS))
+        raise ConfigError(f"unknown optimizer {name!r}; known: {known}")
+    dense_class, decoupled = OPTIMIZERS[name]
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        head = None
+        if encoder_lr is not None:
+            logger.warning("encoder_lr is ignored: %s has no `head`", type(model).__name__)
+    groups = _param_groups(model, head, lr, weight_decay, encoder_lr)
+    if not groups:
+        raise ConfigError(f"{type(model).__name__} has no trainable parameters")
+
+    if _has_sparse_embedding(model):
+        return LazyAdam(groups, lr=lr, weight_decay=weight_decay, decoupled=decoupled)
+    params = [p for g in groups for p in g["params"]]
+    fused = all(_fused_steps(dense_class, p.device, p.dtype) for p in params)
+    kwargs = {"fused": True} if fused else {}
+    return dense_class(groups, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+def _has_sparse_embedding(model: nn.Module) -> bool:
+    """Whether a trained embedding of `model` will produce sparse gradients."""
+    # EmbeddingBag is not an Embedding subclass but has the same `sparse` switch.
+    return any(
+        isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse and m.weight.requires_grad
+        for m in model.modules()
+    )
+
+
+def _param_groups(
+    model: nn.Module,
+    head: nn.Module | None,
+    lr: float,
+    weight_decay: float,
+    encoder_lr: float | None,
+) -> list[dict]:
+    """Split trainable parameters into head/encoder x decay/no_decay groups, empty ones left out."""
+    in_head = {id(p) for p in head.parameters()} if head is not None else set()
+    rate = {"head": lr, "encoder": lr if head is None or encoder_lr is None else encoder_lr}
+    # Head groups first, so that `param_groups[0]["lr"]` (what the loop logs) is `lr`.
+    groups = {
+        f"{part}.{kind}": {
+            "name": f"{part}.{kind}",
+            "params": [],
+            "lr": rate[part],
+            "weight_decay": weight_decay if kind == "decay" else 0.0,
+        }
+        for part in ("head", "encoder")
+        for kind in ("decay", "no_decay")
+    }
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        part = "head" if id(p) in in_head else "encoder"
+        # 1-D means a bias or a norm gain: shrinking those towards 0 regularises nothing.
+        kind = "decay" if p.ndim >= 2 else "no_decay"
+        groups[f"{part}.{kind}"]["params"].append(p)
+    return [g for g in groups.values() if g["params"]]
+
+
+@functools.cache
+def _fused_steps(
+    optimizer_class: type[torch.optim.Optimizer], device: torch.device, dtype: torch.dtype
+) -> bool:
+    """Whether `optimizer_class(fused=True)` builds and steps for this device and dtype."""
+    try:
+        # Some builds accept fused=True and fail only at the first step (complex dtypes on
+        # torch 2.13), and torch before 2.4 has no fused kernel on CPU: try both on a probe.
+        probe = torch.zeros(1, device=device, dtype=dtype, requires_grad=True)
+        probe.grad = torch.zeros_like(probe)
+        optimizer_class([probe], lr=1e-3, fused=True).step()
+    except (RuntimeError, ValueError, TypeError, NotImplementedError):
+        return False
+    return True
