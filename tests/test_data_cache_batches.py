@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import prodcat.data.cache as cache_module
+from prodcat.config import TokenizerConfig
 from prodcat.data.batches import batch_order
 from prodcat.data.cache import default_cache_root, encode_file
 from prodcat.data.dataset import load_splits
-from prodcat.data.text import TokenizerConfig
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -25,13 +24,14 @@ def titles_file(write_csv):
 
 @pytest.fixture
 def forbid_tokenize(monkeypatch):
-    """Make any further tokenising in the cache module fail, to observe that none happens."""
+    """Make any further tokenising by a featurizer fail, to observe that none happens."""
+    from prodcat.data.featurizer import VocabularyFeaturizer
 
     def forbid() -> None:
-        def tokenize(*args, **kwargs):
+        def pieces(*args, **kwargs):
             raise AssertionError("the file was tokenised again")
 
-        monkeypatch.setattr(cache_module, "tokenize", tokenize)
+        monkeypatch.setattr(VocabularyFeaturizer, "pieces", pieces)
 
     return forbid
 

@@ -51,7 +51,7 @@ def test_prepare_writes_vocabulary_and_labels(train_csv, run_cli, tmp_path):
     assert code == 0, err
     assert "read 8 rows from" in out
     assert "splits: train 5, validation 3" in out
-    assert "vocab.txt and labels.txt written" in out
+    assert "vocab.txt, featurizer.json and labels.txt written" in out
 
     vocab = Vocabulary.load(output / "vocab.txt")
     assert vocab.tokens[:2] == ["[PAD]", "[UNK]"]

@@ -274,24 +274,17 @@ def test_no_validation_rows(write_csv, data_config):
         load_splits(data_config(validation_size=0), train)
 
 
-def test_token_ids_outside_the_course_vocabulary(write_jsonl, write_text, data_config):
-    index = write_text(
-        "token_to_index.json.gz", json.dumps({"[PAD]": 0, "[UNK]": 1, "foo": 2}), gz=True
-    )
-    path = write_jsonl(
-        "course.jsonl",
-        [
-            {"title": "foo", "category": "A", "data": [2]},
-            {"title": "bar", "category": "A", "data": [2, 9]},
-        ],
-    )
-    error = encode_error(path, data_config(token_to_index=index))
-    assert str(error) == (
-        f"{path}:2: field 'data': token id outside the token_to_index vocabulary of 3"
-    )
-
-
-def test_course_ids_need_the_data_column(write_jsonl, write_text, data_config):
-    index = write_text("token_to_index.json.gz", json.dumps({"[PAD]": 0, "[UNK]": 1}), gz=True)
-    path = write_jsonl("plain.jsonl", [{"title": "foo", "category": "A"}])
-    assert "missing column 'data'" in str(encode_error(path, data_config(token_to_index=index)))
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('["foo", "bar"]', "token_to_index must be a JSON object of token -> id"),
+        ('{"foo": -2}', "token_to_index must be a JSON object of token -> id"),
+        ('{"foo": 2', "cannot read the token_to_index file"),
+    ],
+)
+def test_a_bad_token_to_index_file_is_named(write_csv, write_text, data_config, content, problem):
+    index = write_text("token_to_index.json", content)
+    train = write_csv("train.csv", ["title", "category"], labelled_rows(20, "AB"))
+    with pytest.raises(DataError) as error:
+        load_splits(data_config(token_to_index=index), train)
+    assert str(error.value).startswith(f"{index}: {problem}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from prodcat.config import ColumnsConfig
 from prodcat.data.cache import encode_file
-from prodcat.data.readers import ColumnsConfig, TableReader, detect_format
+from prodcat.data.readers import TableReader, detect_format
 from prodcat.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")

@@ -89,7 +89,7 @@ def test_language_filter_uses_file_language(write_csv, data_config):
 
 
 def test_language_column_name_is_configurable_in_the_error(write_csv, data_config):
-    from prodcat.data.readers import ColumnsConfig
+    from prodcat.config import ColumnsConfig
 
     path = write_csv("es.csv", ["title", "category"], [("Foo", "A")])
     cfg = data_config(language="spanish", columns=ColumnsConfig(language="lang"))

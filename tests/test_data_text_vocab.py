@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from prodcat.config import TokenizerConfig
 from prodcat.data.cache import encode_file
 from prodcat.data.dataset import load_splits
-from prodcat.data.text import TokenizerConfig, tokenize, tokenize_to_lists
+from prodcat.data.text import tokenize, tokenize_to_lists
 from prodcat.data.vocab import LabelMap, Vocabulary
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -140,7 +141,7 @@ def test_vocabulary_remap_from_other_names():
         1,
         2,
     ]
-    assert vocab.remap_from(["mochila", "bolso"], pad_first=False).tolist() == [3, 2]
+    assert vocab.remap_from(["mochila", "bolso"]).tolist() == [3, 2]
 
 
 def test_vocabulary_and_label_map_round_trip(tmp_path):
@@ -299,18 +300,24 @@ def course_files(write_text, write_jsonl):
     return index_path, write_jsonl("spanish.train.jsonl.gz", records, gz=True), records
 
 
-def test_course_token_ids_are_used_as_given(course_files, data_config):
-    index_path, path, records = course_files
-    file = encode_file(path, data_config(token_to_index=index_path))
+def model_rows(split):
+    """Each row's model ids, without padding, in the split's order."""
+    rows = []
+    for batch in split.batches(64):
+        for ids, n in zip(batch.input_ids.tolist(), batch.lengths.tolist()):
+            rows.append(ids[:n])
+    return rows
 
-    assert file.n_rows == 4
-    for row, record in enumerate(records):
-        assert file.lengths[row] == len(record["data"])
-        assert file.tokens[row, : file.lengths[row]].tolist() == record["data"]
-        assert file.tokens[row, file.lengths[row] :].tolist() == [0] * (
-            file.max_tokens - len(record["data"])
-        )
-    assert file.vocabulary == [
+
+def test_course_ids_come_from_the_titles_through_the_course_tokenizer(course_files, data_config):
+    index_path, path, records = course_files
+    cfg = data_config(token_to_index=index_path, validation_size=0, test_size=0)
+    # A token_to_index file brings the course's tokenizer: accents kept, digits deleted,
+    # tokens of 3+ characters, NLTK's Spanish stop words dropped.
+    assert cfg.tokenizer == TokenizerConfig.course()
+    splits = load_splits(cfg, path, validation=path)
+    # The course's ids are the model's ids, and the titles give the `data` the course wrote.
+    assert splits.vocabulary.tokens[:9] == [
         "[PAD]",
         "[UNK]",
         "mochilas",
@@ -321,17 +328,16 @@ def test_course_token_ids_are_used_as_given(course_files, data_config):
         "vino",
         "heladera",
     ]
-    assert file.token_counts.tolist() == [0, 1, 1, 1, 2, 2, 1, 1, 1]
-    assert file.meta["stats"]["titles_without_tokens"] == 1
-    assert file.label_names == ["DIAPER_BAGS", "WINE_CELLARS"]
+    assert model_rows(splits.train) == [r["data"] for r in records]
+    assert splits.train.file.meta["stats"]["titles_without_tokens"] == 1
 
 
 def test_course_ids_truncated_to_max_tokens(course_files, data_config):
     index_path, path, _ = course_files
-    file = encode_file(path, data_config(token_to_index=index_path, max_tokens=3))
-    assert file.tokens[0].tolist() == [2, 3, 4]
-    assert file.lengths.tolist() == [3, 3, 2, 0]
-    assert file.meta["stats"]["truncated_titles"] == 2
+    cfg = data_config(token_to_index=index_path, max_tokens=3, validation_size=0, test_size=0)
+    splits = load_splits(cfg, path, validation=path)
+    assert model_rows(splits.train) == [[2, 3, 4], [6, 7, 1], [4, 5], []]
+    assert splits.train.file.meta["stats"]["truncated_titles"] == 2
 
 
 def test_course_ids_cache_differs_from_own_tokenizer(course_files, data_config):
@@ -341,18 +347,16 @@ def test_course_ids_cache_differs_from_own_tokenizer(course_files, data_config):
     assert course.folder != own.folder
     # prodcat's own tokenizer keeps the stop words the course removed.
     assert own.lengths.tolist() == [4, 5, 2, 2]
+    assert course.lengths.tolist() == [4, 4, 2, 0]
 
 
 def test_course_ids_through_load_splits(course_files, write_jsonl, data_config):
     index_path, path, _ = course_files
+    # No `data` column needed: prodcat encodes the title.
     validation = write_jsonl(
-        "spanish.validation.jsonl",
-        [{"title": "Heladera Maternales", "category": "WINE_CELLARS", "data": [8, 3]}],
+        "spanish.validation.jsonl", [{"title": "Heladera, Maternales!", "category": "WINE_CELLARS"}]
     )
     splits = load_splits(data_config(token_to_index=index_path, test_size=0), path, validation)
-    vocab = splits.vocabulary
-    assert vocab.tokens[:4] == ["[PAD]", "[UNK]", "bolsos", "bebe"]
-    # All 7 course tokens occur in training; its [UNK] rows do not add a token.
-    assert len(vocab) == 2 + 7
+    assert len(splits.vocabulary) == 9  # the whole token_to_index, with its ids
     batch = next(splits.validation.batches(1))
-    assert batch.input_ids.tolist() == [[vocab.index["heladera"], vocab.index["maternales"]]]
+    assert batch.input_ids.tolist() == [[8, 3]]

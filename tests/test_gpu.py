@@ -20,7 +20,7 @@ def test_trains_on_cuda_with_bf16_and_predicts_on_cpu(tmp_path, family):
     cfg = small_config(tmp_path, **extra)
     result = train(cfg, load_splits(cfg.data, data), tmp_path / "model")
     assert next(result.model.parameters()).device.type == "cuda"
-    assert result.metrics["device"] == torch.cuda.get_device_name()
-    assert result.metrics["test"]["balanced_accuracy"] >= 0.9
+    assert result.device == torch.cuda.get_device_name()
+    assert result.test.balanced_accuracy >= 0.9
     clf = Classifier.load(tmp_path / "model")  # saved weights load on the CPU
     assert clf.predict(["Placa Sonido Usb Behringer"]) == ["SOUND_CARDS"]

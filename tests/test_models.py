@@ -12,6 +12,7 @@ from prodcat import Classifier
 from prodcat.config import build_config
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import load_splits
+from prodcat.data.featurizer import VocabularyFeaturizer
 from prodcat.registry import families, get_family
 from prodcat.training.loop import train
 
@@ -59,7 +60,8 @@ def tiny_file(tmp_path):
 @pytest.mark.parametrize("family", families())
 def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
     cfg = tiny_config(family, tmp_path)
-    model = get_family(family)(cfg.model, n_classes=5, vocab_size=30)
+    featurizer = VocabularyFeaturizer.from_tokens([f"w{i}" for i in range(28)])
+    model = get_family(family)(cfg.model, n_classes=5, featurizer=featurizer)
     batch = Batch(
         input_ids=torch.tensor([[2, 3, 4, 5], [6, 7, 0, 0], [8, 0, 0, 0], [0, 0, 0, 0]]),
         lengths=torch.tensor([4, 2, 1, 0]),
@@ -89,7 +91,7 @@ def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_
     # The same rows for training, validation and test: this measures memorisation.
     splits = load_splits(cfg.data, tiny_file, validation=tiny_file, test=tiny_file)
     result = train(cfg, splits, tmp_path / "model")
-    assert result.metrics["test"]["accuracy"] == 1.0
+    assert result.test.accuracy == 1.0
 
     titles = [t for t, _ in TITLES]
     clf = Classifier.load(tmp_path / "model")
@@ -97,14 +99,15 @@ def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_
     with torch.no_grad():
         in_memory = torch.softmax(result.model.cpu()(clf.featurizer(titles)), 1).numpy()
     np.testing.assert_allclose(clf.predict_proba(titles), in_memory, rtol=1e-6, atol=1e-7)
-    top = clf.predict_proba(titles[:1], top_k=2)[0]
+    top = clf.predict_top_k(titles[:1], 2)[0]
     assert top[0][0] == "SOUND_CARDS" and len(top) == 2 and top[0][1] >= top[1][1]
 
 
 @pytest.mark.parametrize("frozen", [False, True])
 def test_embeddings_are_trainable_unless_frozen(tmp_path, frozen):
     cfg = tiny_config("mlp", tmp_path, **{"model.freeze_embeddings": frozen})
-    model = get_family("mlp")(cfg.model, n_classes=3, vocab_size=10)
+    featurizer = VocabularyFeaturizer.from_tokens([f"w{i}" for i in range(8)])
+    model = get_family("mlp")(cfg.model, n_classes=3, featurizer=featurizer)
     assert model.embedder.tokens.weight.requires_grad is not frozen
     # Small start (uniform within ±1/dim) and a zero [PAD] row.
     weight = model.embedder.tokens.weight

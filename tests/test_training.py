@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from prodcat.cli.main import main
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
-from prodcat.tracking.tracker import NullTracker
+from prodcat.training.callbacks import Callback
 from prodcat.training.loop import train
 
 WORDS = {
@@ -105,6 +105,7 @@ def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
     assert run.data.metrics["test_balanced_accuracy"] == pytest.approx(
         metrics["test"]["balanced_accuracy"]
     )
+    assert metrics["run_id"] == run.info.run_id
     tags = run.data.tags
     assert tags["data.train_file"] == str(data)
     assert tags["data.train_rows"] == str(metrics["train_rows"])
@@ -122,6 +123,7 @@ def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
         "validation_bac.png",
         "loss.png",
         "featurizer.json",
+        "predictions.parquet",
     ):
         assert f"model/{name}" in artifacts
     assert "model/checkpoint.pt" not in artifacts
@@ -136,15 +138,19 @@ def assert_same_weights(folder, other):
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
 
 
-class InterruptAtEpoch(NullTracker):
-    """A tracker that stops the run as a Ctrl-C would, after `epoch` - 1 complete epochs."""
+class InterruptAtEpoch(Callback):
+    """Stops the run as a Ctrl-C would, after `epoch` - 1 complete epochs."""
 
     def __init__(self, epoch):
         self.epoch = epoch
+        self.ended = None
 
-    def log_metrics(self, metrics, step=None):
-        if step == self.epoch:
+    def on_epoch_end(self, run, record):
+        if record["epoch"] == self.epoch:
             raise KeyboardInterrupt
+
+    def on_run_end(self, run, result, status):
+        self.ended = status
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
@@ -155,8 +161,10 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     splits = load_splits(cfg.data, data)
     train(cfg, splits, tmp_path / "straight")
 
+    interrupt = InterruptAtEpoch(2)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, splits, tmp_path / "killed", tracker=InterruptAtEpoch(2))
+        train(cfg, splits, tmp_path / "killed", callbacks=[interrupt])
+    assert interrupt.ended == "KILLED"
     assert not (tmp_path / "killed" / "model.safetensors").exists()
     resumed = train(cfg, splits, tmp_path / "killed", resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
@@ -190,14 +198,14 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     best = max(range(len(bacs)), key=lambda i: (bacs[i], -i))
     assert result.best_epoch == history[best]["epoch"]
     assert len(history) == min(30, result.best_epoch + 2)
-    assert result.metrics["validation"]["balanced_accuracy"] == bacs[best]
+    assert result.validation.balanced_accuracy == bacs[best]
 
 
 def test_training_learns_the_tiny_task(tmp_path):
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
     cfg = small_config(tmp_path, **{"training.epochs": 8, "training.lr": 0.01})
     result = train(cfg, load_splits(cfg.data, data), tmp_path / "run")
-    assert result.metrics["test"]["balanced_accuracy"] >= 0.9
+    assert result.test.balanced_accuracy >= 0.9
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0] / 2
 
@@ -241,10 +249,11 @@ def test_a_run_killed_inside_an_epoch_resumes_from_its_last_batch(tmp_path):
             checkpoint = load_checkpoint(tmp_path / "k")
         except Exception:  # the checkpoint is replaced while we read it
             checkpoint = None
-        if checkpoint and checkpoint["partial"] and checkpoint["partial"]["step"] >= 5:
+        state = checkpoint["state"] if checkpoint else None
+        if state and state["partial"] and state["partial"]["step"] >= 5:
             process.kill()
             process.wait()
-            killed_at = checkpoint["epoch"], checkpoint["partial"]["step"]
+            killed_at = state["epoch"], state["partial"]["step"]
             break
         time.sleep(0.02)
     assert killed_at is not None, "the run ended before it could be killed mid-epoch"

@@ -1,4 +1,8 @@
-"""Model families by name: `@register("lstm", LSTMConfig)` makes a family buildable from config."""
+"""Model families by name: `@register("lstm")` makes a `TextClassifier` buildable from config.
+
+A family's config schema is registered beside it in `prodcat.config` (`@model_config("lstm")`);
+the model class names it as `config_class`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import TYPE_CHECKING
 from prodcat.errors import ConfigError
 
 if TYPE_CHECKING:
-    from prodcat.config import ModelConfig
     from prodcat.models.base import TextClassifier
 
 _FAMILIES: dict[str, type[TextClassifier]] = {}
@@ -38,7 +41,3 @@ def get_family(name: str) -> type[TextClassifier]:
     if name not in _FAMILIES:
         raise ConfigError(f"unknown model family '{name}' (known: {', '.join(families())})")
     return _FAMILIES[name]
-
-
-def family_config_class(name: str) -> type[ModelConfig]:
-    return get_family(name).config_class

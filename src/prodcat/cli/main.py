@@ -6,8 +6,6 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -30,11 +28,6 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 out = Console()
-
-
-def bundled_sample() -> Path:
-    """The sample of real MeLi titles that ships with prodcat (see resources/ATTRIBUTION.md)."""
-    return Path(str(resources.files("prodcat") / "resources" / "meli-es-sample.jsonl.gz"))
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -112,25 +105,27 @@ def train(
 
 
 def run_training(
-    config,
-    train,
-    validation,
-    test,
-    output,
-    overrides,
-    resume,
-    no_track,
-    quiet,
-    experiment=None,
-    run_name=None,
+    config: Path | None,
+    train: Path | None,
+    validation: Path | None,
+    test: Path | None,
+    output: Path | None,
+    overrides: list[str],
+    resume: bool,
+    no_track: bool,
+    quiet: bool,
+    experiment: str | None = None,
+    run_name: str | None = None,
 ) -> None:
+    """Options -> config -> `prodcat.training.run.run` -> printed result."""
     from prodcat.config import build_config
-    from prodcat.data.dataset import load_splits
-    from prodcat.tracking.tracker import make_tracker
-    from prodcat.training.loop import train as train_model
+    from prodcat.training.run import run
 
     _setup_logging(quiet)
     cfg = build_config(config, overrides)
+    for key, value in (("train", train), ("validation", validation), ("test", test)):
+        if value is not None:
+            setattr(cfg.data, key, value)
     if no_track:
         cfg.tracking.enabled = False
     if experiment:
@@ -139,62 +134,25 @@ def run_training(
         cfg.tracking.run_name = run_name
     if quiet:
         cfg.training.progress = False
-    train = train or bundled_sample()
-    output = output or Path("runs") / f"{cfg.model.family}-{datetime.now():%Y%m%d-%H%M%S}"
-    splits = load_splits(cfg.data, train, validation, test, progress=_encoding_progress(quiet))
-    for line in splits.summary.lines():
-        logging.getLogger("prodcat").info(line)
-    result = train_model(cfg, splits, output, make_tracker(cfg.tracking), resume=resume)
-    _print_result(result, cfg)
-
-
-def _encoding_progress(quiet: bool):
-    from prodcat.training.progress import progress_bar
-
-    state: dict = {}
-
-    def report(name: str, done: int, total: int) -> None:
-        if quiet:
-            return
-        if state.get("name") != name:
-            if "bar" in state:
-                state["bar"].stop()
-            state["name"] = name
-            state["bar"] = progress_bar(True, unit="bytes")
-            state["bar"].start()
-            state["task"] = state["bar"].add_task(
-                f"encoding {Path(name).name}", total=total, info=""
-            )
-        state["bar"].update(state["task"], completed=done)
-        if done >= total:
-            state["bar"].stop()
-            state.pop("bar")
-            state.pop("name")
-
-    return report
+    _print_result(run(cfg, output, resume=resume), cfg)
 
 
 def _print_result(result, cfg) -> None:
     from prodcat.tracking.tracker import tracking_uri
 
-    m = result.metrics
-    table = Table(title=f"{cfg.model.family} — best epoch {m['best_epoch']} of {m['epochs_run']}")
+    columns = ("balanced_accuracy", "accuracy", "macro_f1", "loss")
+    table = Table(title=f"{result.family} — best epoch {result.best_epoch} of {result.epochs_run}")
     table.add_column("split")
-    for name in ("balanced_accuracy", "accuracy", "macro_f1", "loss"):
+    for name in columns:
         table.add_column(name, justify="right")
     for split in ("validation", "test"):
-        if split in m:
-            table.add_row(
-                split,
-                *(
-                    f"{m[split][k]:.4f}"
-                    for k in ("balanced_accuracy", "accuracy", "macro_f1", "loss")
-                ),
-            )
+        scores = getattr(result, split)
+        if scores is not None:
+            table.add_row(split, *(f"{getattr(scores, k):.4f}" for k in columns))
     out.print(table)
     out.print(
-        f"trained {m['train_rows']:,} titles in {m['train_seconds']:.1f} s "
-        f"({m['titles_per_second']:,.0f} titles/s on {m['device']})"
+        f"trained {result.train_rows:,} titles in {result.train_seconds:.1f} s "
+        f"({result.titles_per_second:,.0f} titles/s on {result.device})"
     )
     out.print(f"model folder: {result.output_dir}")
     if result.run_id:
@@ -233,7 +191,7 @@ def predict(
     from prodcat.serving.predictor import Classifier
 
     clf = Classifier.load(model)
-    for title, best in zip(titles, clf.predict_proba(titles, top_k=top_k)):
+    for title, best in zip(titles, clf.predict_top_k(titles, top_k)):
         print(f"{title}\t" + "  ".join(f"{c} ({p:.3f})" for c, p in best))
 
 
@@ -248,19 +206,22 @@ def data_prepare(
     """Encode a file into a reusable cache; save its vocabulary and label map; summarise it."""
     from prodcat.config import build_config
     from prodcat.data.dataset import load_splits
+    from prodcat.data.featurizer import make_featurizer
+    from prodcat.training.progress import file_progress
 
     _setup_logging(quiet)
     cfg = build_config(config, overrides)
     cfg.data.cache_dir = output
     started = time.perf_counter()
-    splits = load_splits(cfg.data, input, progress=_encoding_progress(quiet))
-    splits.vocabulary.save(output / "vocab.txt")
+    featurizer = make_featurizer(cfg)
+    splits = load_splits(cfg.data, input, progress=file_progress(not quiet), featurizer=featurizer)
+    featurizer.save(output)
     splits.labels.save(output / "labels.txt")
     for line in splits.summary.lines():
         out.print(line)
     out.print(
         f"cache in {output} ({time.perf_counter() - started:.1f} s); "
-        f"vocab.txt and labels.txt written"
+        f"vocab.txt, featurizer.json and labels.txt written"
     )
 
 

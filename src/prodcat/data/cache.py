@@ -9,12 +9,20 @@ A cache folder holds one row per kept title:
 - `lines.bin`   (rows,) int64 line of the row in the source file, for error messages
 - `token_counts.npy` occurrences of each token in the whole file; `meta.json` the rest
 
-The file is read and tokenised once. Token ids are handed out as tokens first appear; when
-more than `cache_vocab` distinct tokens are tracked, the rarer half is forgotten (they
-become [UNK] unless they come back), which bounds memory however many brands and model
-codes a file holds. A last pass renumbers ids by frequency, in place, block by block.
-The cache is keyed on the file (path, size, modification time) and every setting that
-changes the ids, so a second run over the same file and settings reuses it.
+The file is read and cut into pieces once, by the run's featurizer (`Featurizer.pieces`).
+A piece passes through these ids between the file and the model, each for a reason:
+
+1. chunk codes: the tokenizer works on each chunk's distinct tokens (vectorised);
+2. provisional ids, handed out as pieces first appear: the file is streamed, so no final
+   numbering exists yet; when more than `cache_vocab` distinct pieces are tracked, the rarer
+   half is forgotten (they become [UNK] unless they come back), which bounds memory however
+   many brands and model codes a file holds;
+3. the cache's ids, by frequency, written by a last pass in place, block by block: it is
+   where forgotten pieces become [UNK], and it makes `tokens.txt` a frequency list;
+4. model ids: `Featurizer.ids` maps the cache's piece list once per split (`Split.remap`).
+
+The cache is keyed on the file (path, size, modification time), the columns and the
+featurizer's `cache_spec`, so a second run over the same file and settings reuses it.
 """
 
 from __future__ import annotations
@@ -28,18 +36,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prodcat.data.readers import RowBatch, TableReader, open_text
-from prodcat.data.text import padded_ids, tokenize
+from prodcat.config import DataConfig
+from prodcat.data.readers import RowBatch, TableReader
+from prodcat.data.text import padded_ids
+from prodcat.data.vocab import PAD, UNK
 from prodcat.errors import DataError
 
-CACHE_VERSION = 1
-PAD, UNK = "[PAD]", "[UNK]"
+if TYPE_CHECKING:
+    from prodcat.data.featurizer import Featurizer
+
+CACHE_VERSION = 2
 ARRAYS = {
     "tokens": np.uint32,
     "lengths": np.uint16,
@@ -62,19 +74,15 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def cache_key(path: Path, data_cfg) -> str:
+def cache_key(path: Path, data_cfg: DataConfig, featurizer: Featurizer) -> str:
     """A digest of the file's identity and every setting that changes the encoded ids."""
     settings = {
         "version": CACHE_VERSION,
         "file": _file_identity(path),
         "format": data_cfg.format,
         "columns": data_cfg.columns.model_dump(),
-        "tokenizer": data_cfg.tokenizer.model_dump(),
-        "max_tokens": data_cfg.max_tokens,
+        "featurizer": featurizer.cache_spec(),
         "cache_vocab": data_cfg.cache_vocab,
-        "token_to_index": _file_identity(data_cfg.token_to_index)
-        if data_cfg.token_to_index
-        else None,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -246,21 +254,6 @@ class _Codes:
         return list(self.ids)
 
 
-def _load_token_to_index(path: Path) -> list[str]:
-    try:
-        with open_text(path) as f:
-            mapping = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read the token_to_index file: {e}", path) from None
-    if not isinstance(mapping, dict):
-        raise DataError("token_to_index must be a JSON object of token -> id", path)
-    names = [""] * (max(mapping.values(), default=1) + 1)
-    for token, index in mapping.items():
-        names[index] = token
-    names[0], names[1] = PAD, UNK
-    return names
-
-
 def _blank(column: pa.ChunkedArray | None, n: int) -> np.ndarray:
     if column is None:
         return np.ones(n, dtype=bool)
@@ -270,7 +263,8 @@ def _blank(column: pa.ChunkedArray | None, n: int) -> np.ndarray:
 
 def encode_file(
     path: str | Path,
-    data_cfg,
+    data_cfg: DataConfig,
+    featurizer: Featurizer | None = None,
     cache_root: str | Path | None = None,
     *,
     require_labels: bool = True,
@@ -278,18 +272,19 @@ def encode_file(
 ) -> EncodedFile:
     """Encode `path` into its cache folder (or reuse the folder made earlier); return it.
 
+    Titles are cut by `featurizer` (default: the word featurizer of `data_cfg`).
     `progress(bytes_done, bytes_total)` is called after each batch of rows.
     """
+    from prodcat.data.featurizer import make_featurizer
+
+    featurizer = featurizer or make_featurizer(data_cfg)
     path = Path(path)
     reader = TableReader(path, data_cfg.columns, data_cfg.format)
     reader.require("text")
     if require_labels:
         reader.require("label")
-    course_ids = data_cfg.token_to_index is not None
-    if course_ids:
-        reader.require("tokens")
     root = Path(cache_root or data_cfg.cache_dir or default_cache_root())
-    folder = root / f"{path.name}-{cache_key(path, data_cfg)}"
+    folder = root / f"{path.name}-{cache_key(path, data_cfg, featurizer)}"
     if (folder / "meta.json").is_file():
         return EncodedFile(folder)
     root.mkdir(parents=True, exist_ok=True)
@@ -297,7 +292,7 @@ def encode_file(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        _encode_into(work, reader, data_cfg, course_ids, progress)
+        _encode_into(work, reader, data_cfg, featurizer, progress)
         # Rename last: a killed run leaves only a temporary folder, never a half cache.
         if (folder / "meta.json").is_file():
             shutil.rmtree(work)
@@ -310,24 +305,22 @@ def encode_file(
     return EncodedFile(folder)
 
 
-def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, progress) -> None:
-    width = data_cfg.max_tokens
+def _encode_into(
+    work: Path, reader: TableReader, data_cfg: DataConfig, featurizer: Featurizer, progress
+) -> None:
+    width = featurizer.max_tokens
     stats = EncodeStats()
     table = _TokenTable(data_cfg.cache_vocab)
-    course_vocab = _load_token_to_index(data_cfg.token_to_index) if course_ids else None
     labels, languages, qualities = _Codes(), _Codes(), _Codes()
     out = _Appender(work)
     total_bytes = reader.path.stat().st_size
 
-    def write(batch: RowBatch, label_ids: np.ndarray, tokenized: Future | None) -> None:
+    def write(batch: RowBatch, label_ids: np.ndarray, tokenized: Future) -> None:
         n = len(batch)
-        if tokenized is None:
-            ids, row = _course_tokens(batch, len(course_vocab), reader)
-        else:
-            chunk = tokenized.result()
-            chunk_counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
-            ids = table.add(chunk.vocabulary, chunk_counts)[chunk.codes]
-            row = chunk.row
+        chunk = tokenized.result()
+        chunk_counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
+        ids = table.add(chunk.vocabulary, chunk_counts)[chunk.codes]
+        row = chunk.row
         matrix, lengths = padded_ids(ids, row, n, width, np.uint32)
         stats.truncated_titles += int((lengths > width).sum())
         stats.titles_without_tokens += int((lengths == 0).sum())
@@ -354,10 +347,8 @@ def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, pr
                 if len(batch) == 0:
                     continue
                 label_ids = _label_ids(batch, reader, labels)
-                tokenized = None
-                if not course_ids:
-                    text = batch.column("text").combine_chunks()
-                    tokenized = pool.submit(tokenize, text, data_cfg.tokenizer)
+                text = batch.column("text").combine_chunks()
+                tokenized = pool.submit(featurizer.pieces, text)
                 if pending is not None:
                     write(*pending)
                 pending = (batch, label_ids, tokenized)
@@ -367,13 +358,9 @@ def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, pr
         out.close()
     if stats.rows_read == 0:
         raise DataError("the file has a header but no rows", reader.path)
-    if course_ids:
-        names = course_vocab
-        counts = _course_counts(work, stats.rows, width, len(names))
-    else:
-        remap, names, counts = table.final_ids()
-        _renumber(work / "tokens.bin", remap, stats.rows, width)
-        stats.tokens_pruned = table.pruned
+    remap, names, counts = table.final_ids()
+    _renumber(work / "tokens.bin", remap, stats.rows, width)
+    stats.tokens_pruned = table.pruned
     (work / "tokens.txt").write_text("\n".join(names), encoding="utf-8")
     np.save(work / "token_counts.npy", counts)
     (work / "labels.txt").write_text("\n".join(labels.names), encoding="utf-8")
@@ -388,9 +375,8 @@ def _encode_into(work: Path, reader: TableReader, data_cfg, course_ids: bool, pr
         "qualities": qualities.names,
         "stats": stats.__dict__,
         "settings": {
-            "tokenizer": data_cfg.tokenizer.model_dump(),
+            "featurizer": featurizer.cache_spec(),
             "columns": data_cfg.columns.model_dump(),
-            "token_to_index": str(data_cfg.token_to_index) if course_ids else None,
         },
     }
     (work / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -426,30 +412,6 @@ def _optional_codes(batch: RowBatch, field: str, codes: _Codes) -> np.ndarray:
     return codes.encode(pc.fill_null(column, ""))
 
 
-def _course_tokens(batch: RowBatch, vocab_size: int, reader: TableReader):
-    lists = batch.column("tokens").combine_chunks()
-    if lists.null_count:
-        first = int(np.flatnonzero(lists.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(
-            "missing token ids",
-            reader.path,
-            line=batch.line_of(first),
-            field=reader.fields["tokens"],
-        )
-    ids = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    row = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    bad = (ids < 0) | (ids >= vocab_size)
-    if bad.any():
-        first = int(row[np.flatnonzero(bad)[0]])
-        raise DataError(
-            f"token id outside the token_to_index vocabulary of {vocab_size}",
-            reader.path,
-            line=batch.line_of(first),
-            field=reader.fields["tokens"],
-        )
-    return ids, row
-
-
 def token_blocks(path: Path, rows: int, width: int, block_rows: int = BLOCK_ROWS):
     """Yield (first row, block) of a token file, read block by block.
 
@@ -460,14 +422,6 @@ def token_blocks(path: Path, rows: int, width: int, block_rows: int = BLOCK_ROWS
         for start in range(0, rows, block_rows):
             n = min(block_rows, rows - start)
             yield start, np.fromfile(f, dtype=np.uint32, count=n * width).reshape(n, width)
-
-
-def _course_counts(work: Path, rows: int, width: int, vocab_size: int) -> np.ndarray:
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for _, block in token_blocks(work / "tokens.bin", rows, width):
-        counts += np.bincount(block.ravel(), minlength=vocab_size)
-    counts[0] = 0
-    return counts
 
 
 def _renumber(path: Path, remap: np.ndarray, rows: int, width: int) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from prodcat.config import DataConfig
 from prodcat.data.batches import Batch, batch_order, iterate_batches
 from prodcat.data.cache import EncodedFile, encode_file, token_blocks
+from prodcat.data.featurizer import Featurizer, make_featurizer
 from prodcat.data.vocab import LabelMap, Vocabulary
 from prodcat.errors import DataError
 
@@ -23,13 +25,14 @@ class Split:
     rows: np.ndarray  # row indices into the cache, ascending
     labels: np.ndarray | None  # (len(rows),) int64 class ids
     weights: np.ndarray  # (len(rows),) float32 row weights
-    remap: np.ndarray  # cache token id -> model token id
+    remap: np.ndarray  # cache piece id -> model id: `Featurizer.ids` of the cache's pieces
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def num_batches(self, batch_size: int) -> int:
-        return -(-len(self) // batch_size)
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        rows = len(self) // world if world > 1 else len(self)
+        return -(-rows // batch_size)
 
     def batches(
         self,
@@ -40,9 +43,18 @@ class Split:
         epoch: int = 0,
         buffer: int | None = None,
         start: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
-        """Padded batches; shuffled reproducibly from (seed, epoch) when asked."""
+        """Padded batches; shuffled reproducibly from (seed, epoch) when asked.
+
+        `shard` = (rank, world size): this process takes every world-th row of the epoch's
+        order, the same number on every rank (the last few rows of an uneven split are left
+        for the next epoch's order), so ranks step together.
+        """
         order = batch_order(len(self), shuffle=shuffle, seed=seed, epoch=epoch, buffer=buffer)
+        rank, world = shard
+        if world > 1:
+            order = order[: len(order) // world * world][rank::world]
         return iterate_batches(
             # plain views: indexing is faster than through np.memmap's subclass
             np.asarray(self.file.tokens),
@@ -105,9 +117,13 @@ class Splits:
     train: Split
     validation: Split
     test: Split | None
-    vocabulary: Vocabulary
+    featurizer: Featurizer  # fitted on the training rows
     labels: LabelMap
     summary: DataSummary
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self.featurizer.vocabulary
 
     def class_weights(self) -> np.ndarray:
         """Inverse-frequency weights (`balanced`, as scikit-learn), mean 1 over training rows."""
@@ -175,7 +191,7 @@ def _sample(rows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(rows, size=max_rows, replace=False))
 
 
-def filter_rows(file: EncodedFile, cfg, summary: DataSummary) -> np.ndarray:
+def filter_rows(file: EncodedFile, cfg: DataConfig, summary: DataSummary) -> np.ndarray:
     """Rows of `file` that pass the language and label-quality filters."""
     keep = np.ones(file.n_rows, dtype=bool)
     fields = file.meta["fields"]
@@ -211,7 +227,7 @@ def filter_rows(file: EncodedFile, cfg, summary: DataSummary) -> np.ndarray:
     return rows
 
 
-def _row_weights(file: EncodedFile, rows: np.ndarray, cfg) -> np.ndarray:
+def _row_weights(file: EncodedFile, rows: np.ndarray, cfg: DataConfig) -> np.ndarray:
     weights = np.ones(len(rows), dtype=np.float32)
     names = [n.lower() for n in file.meta["qualities"]]
     if "unreliable" in names and cfg.unreliable_weight != 1.0:
@@ -237,53 +253,68 @@ def _model_labels(file: EncodedFile, rows: np.ndarray, labels: LabelMap, name: s
     return ids
 
 
-def _train_vocabulary(file: EncodedFile, rows: np.ndarray, cfg) -> tuple[Vocabulary, np.ndarray]:
-    """The vocabulary of the training rows (`rows` ascending), reading the file block by block."""
+def piece_counts(file: EncodedFile, rows: np.ndarray) -> np.ndarray:
+    """Occurrences of each cached piece in `rows` (ascending), reading the file block by block."""
     counts = np.zeros(len(file.vocabulary), dtype=np.int64)
     blocks = token_blocks(file.folder / "tokens.bin", file.n_rows, file.max_tokens)
     for start, block in blocks if file.n_rows else ():
         lo, hi = np.searchsorted(rows, [start, start + len(block)])
         counts += np.bincount(block[rows[lo:hi] - start].ravel(), minlength=len(counts))
-    return Vocabulary.from_counts(file.vocabulary, counts, cfg.min_count, cfg.max_vocab)
+    return counts
+
+
+def model_ids(file: EncodedFile, featurizer: Featurizer) -> np.ndarray:
+    """Cache piece id -> model id for every piece of `file` ([PAD] -> the model's pad id)."""
+    remap = featurizer.ids(file.vocabulary)
+    remap[0] = featurizer.pad_id
+    return remap
 
 
 def labelled_split(
     name: str,
     file: EncodedFile,
     rows: np.ndarray,
-    vocabulary: Vocabulary,
+    featurizer: Featurizer,
     labels: LabelMap,
-    cfg,
-    remap: np.ndarray | None = None,
+    cfg: DataConfig,
 ) -> Split:
-    """A split of `file` in a model's vocabulary and label space."""
+    """A split of `file` in a model's input and label space."""
     return Split(
         name=name,
         file=file,
         rows=rows,
         labels=_model_labels(file, rows, labels, name),
         weights=_row_weights(file, rows, cfg),
-        remap=vocabulary.remap_from(file.vocabulary) if remap is None else remap,
+        remap=model_ids(file, featurizer),
     )
 
 
 def load_splits(
-    cfg,
-    train: str | Path,
+    cfg: DataConfig,
+    train: str | Path | None = None,
     validation: str | Path | None = None,
     test: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    featurizer: Featurizer | None = None,
 ) -> Splits:
     """Encode (or reuse the caches of) the files and build train/validation/test splits.
 
-    Without a validation or test file, those splits are carved from the training file,
-    stratified by category. `progress(file, done, total)` reports encoding progress.
+    Files default to `cfg.train`, `cfg.validation` and `cfg.test`. Without a validation or
+    test file, those splits are carved from the training file, stratified by category.
+    `featurizer` (default: words, from `cfg`) is fitted on the training rows.
+    `progress(file, done, total)` reports encoding progress.
     """
+    train = train or cfg.train
+    validation = validation or cfg.validation
+    test = test or cfg.test
+    if train is None:
+        raise DataError("no training file: give one (data.train or --train)")
+    featurizer = featurizer or make_featurizer(cfg)
     summary = DataSummary()
 
     def encoded(path: str | Path, role: str) -> tuple[EncodedFile, np.ndarray]:
         report = (lambda done, total: progress(str(path), done, total)) if progress else None
-        file = encode_file(path, cfg, progress=report)
+        file = encode_file(path, cfg, featurizer, progress=report)
         summary.files[role] = str(path)
         stats = file.meta["stats"]
         summary.rows_read[str(path)] = stats["rows_read"]
@@ -317,33 +348,30 @@ def load_splits(
     label_names = train_file.label_names
     present = np.unique(train_file.labels[train_rows])
     labels = LabelMap(sorted(label_names[i] for i in present))
-    vocabulary, train_remap = _train_vocabulary(train_file, train_rows, cfg)
+    featurizer.fit(train_file.vocabulary, piece_counts(train_file, train_rows))
     splits: dict[str, Split | None] = {
-        "train": labelled_split(
-            "train", train_file, train_rows, vocabulary, labels, cfg, train_remap
-        )
+        "train": labelled_split("train", train_file, train_rows, featurizer, labels, cfg)
     }
     for role, path in held_out.items():
         if path is None:
-            file, rows, remap = train_file, carved[role], train_remap
+            file, rows = train_file, carved[role]
             if len(rows) == 0:
                 splits[role] = None
                 continue
         else:
             file, rows = encoded(path, role)
-            remap = None
         limit = getattr(cfg, f"{role}_max_rows")
         before = len(rows)
         rows = _sample(rows, limit, cfg.seed + 1)
         summary.drop(f"over {role}_max_rows", before - len(rows))
-        splits[role] = labelled_split(role, file, rows, vocabulary, labels, cfg, remap)
+        splits[role] = labelled_split(role, file, rows, featurizer, labels, cfg)
     if splits["validation"] is None:
         raise DataError(
             "no validation rows: give a validation file or a validation_size above 0", train
         )
     summary.sizes = {k: len(v) for k, v in splits.items() if v is not None}
     summary.categories = len(labels)
-    summary.vocabulary = len(vocabulary)
+    summary.vocabulary = featurizer.vocab_size
     if train_file.meta["fields"].get("language") is not None:
         names = train_file.meta["languages"]
         counts = np.bincount(train_file.languages[train_rows], minlength=len(names))
@@ -354,7 +382,7 @@ def load_splits(
         train=splits["train"],
         validation=splits["validation"],
         test=splits["test"],
-        vocabulary=vocabulary,
+        featurizer=featurizer,
         labels=labels,
         summary=summary,
     )

@@ -13,6 +13,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -20,26 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-from pydantic import BaseModel, ConfigDict
 
+from prodcat.config import ColumnsConfig
 from prodcat.errors import DataError
 
 BLOCK_SIZE = 16 << 20
 FIELDS = ("text", "label", "language", "quality", "id", "tokens")
-
-
-class ColumnsConfig(BaseModel):
-    """Names of the columns prodcat reads; None where a file has no such column."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = "title"
-    label: str = "category"
-    language: str = "language"
-    quality: str = "label_quality"
-    id: str = "id"
-    # The course's token ids (`data`), used only with a `token_to_index` file.
-    tokens: str = "data"
 
 
 @dataclass
@@ -61,6 +48,11 @@ class RowBatch:
 
     def column(self, field: str) -> pa.ChunkedArray | None:
         return self.table.column(field) if field in self.table.column_names else None
+
+
+def bundled_sample() -> Path:
+    """The sample of real MeLi titles that ships with prodcat (see resources/ATTRIBUTION.md)."""
+    return Path(str(resources.files("prodcat") / "resources" / "meli-es-sample.jsonl.gz"))
 
 
 def _is_gzip(path: Path) -> bool:

@@ -9,28 +9,20 @@ number shapes) runs on each chunk's *distinct* tokens, which are far fewer than 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
 
-SEPARATOR = r"[^\p{L}\p{N}\p{M}]+"
+from prodcat.config import TokenizerConfig
+from prodcat.data.stop_words import STOP_WORDS
 
-
-class TokenizerConfig(BaseModel):
-    """How titles become tokens; saved with every cache and model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lowercase: bool = True
-    # Titles mix "camión" and "camion"; folding them gave +0.008 validation BAC (meli-es-51k).
-    strip_accents: bool = True
-    # "shape": every digit becomes 0 (1700w -> 0000w), keeping magnitude and unit while
-    # folding model numbers together; "keep": as written; "drop": tokens that are only digits go.
-    numbers: Literal["shape", "keep", "drop"] = "shape"
-    min_token_length: int = 1
+SEPARATORS = {
+    # prodcat's: anything that is not a letter, digit or combining mark ("marca®" -> "marca").
+    "letters": r"[^\p{L}\p{N}\p{M}]+",
+    # The course's: whitespace (as Python's str.split) and ASCII punctuation, plus « and ».
+    "punctuation": r"[\s\p{Z}\x{85}\x{0b}\x{1c}-\x{1f}!-/:-@\[-`{-~«»]+",
+}
 
 
 @dataclass
@@ -58,12 +50,12 @@ def positions_in_rows(row: np.ndarray, n_rows: int) -> np.ndarray:
 
 
 def padded_ids(
-    ids: np.ndarray, row: np.ndarray, n_rows: int, width: int, dtype: type
+    ids: np.ndarray, row: np.ndarray, n_rows: int, width: int, dtype: type, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(n_rows, width) matrix of each row's first `width` ids, 0-padded; and the rows' lengths."""
+    """(n_rows, width) matrix of each row's first `width` ids, `pad`-padded; the rows' lengths."""
     pos = positions_in_rows(row, n_rows)
     keep = pos < width
-    matrix = np.zeros((n_rows, width), dtype=dtype)
+    matrix = np.full((n_rows, width), pad, dtype=dtype)
     matrix[row[keep], pos[keep]] = ids[keep]
     return matrix, np.bincount(row, minlength=n_rows)
 
@@ -76,6 +68,8 @@ def normalize_tokens(tokens: pa.Array, cfg: TokenizerConfig) -> pa.Array:
         tokens = pc.replace_substring_regex(pc.utf8_normalize(tokens, "NFKD"), r"\p{M}+", "")
     if cfg.numbers == "shape":
         tokens = pc.replace_substring_regex(tokens, r"[0-9]", "0")
+    elif cfg.numbers == "strip":
+        tokens = pc.replace_substring_regex(tokens, r"[0-9]+", "")
     return tokens
 
 
@@ -88,7 +82,7 @@ def tokenize(titles: pa.Array | list[str], cfg: TokenizerConfig) -> TokenizedChu
     piece_row = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False).astype(np.int64)
     distinct = pc.dictionary_encode(pc.list_flatten(pieces))
     piece_code = distinct.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    parts = pc.split_pattern_regex(distinct.dictionary, SEPARATOR)
+    parts = pc.split_pattern_regex(distinct.dictionary, SEPARATORS[cfg.separator])
     part_text = pc.list_flatten(parts)
     part_owner = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False).astype(np.int64)
     nonempty = pc.greater(pc.utf8_length(part_text), 0).to_numpy(zero_copy_only=False)
@@ -108,6 +102,9 @@ def tokenize(titles: pa.Array | list[str], cfg: TokenizerConfig) -> TokenizedChu
     keep = pc.greater_equal(pc.utf8_length(normal), max(cfg.min_token_length, 1))
     if cfg.numbers == "drop":
         keep = pc.and_(keep, pc.invert(pc.match_substring_regex(normal, r"^[0-9]+$")))
+    if cfg.stop_words != "none":
+        stop = pa.array(sorted(STOP_WORDS[cfg.stop_words]), type=pa.string())
+        keep = pc.and_(keep, pc.invert(pc.is_in(normal, value_set=stop)))
     # Several raw tokens may normalise to one ("Bar", "BAR"): encode again.
     renormal = pc.dictionary_encode(normal)
     vocab_codes = renormal.indices.to_numpy(zero_copy_only=False).astype(np.int64)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from prodcat.data.cache import PAD, UNK
+from prodcat.data.readers import open_text
+from prodcat.errors import DataError
+
+PAD, UNK = "[PAD]", "[UNK]"
 
 
 class Vocabulary:
@@ -41,16 +45,10 @@ class Vocabulary:
     def index(self) -> dict[str, int]:
         return {token: i for i, token in enumerate(self.tokens)}
 
-    def remap_from(self, names: list[str], pad_first: bool = True) -> np.ndarray:
-        """Ids of another token list in this vocabulary ([UNK] where absent).
-
-        `pad_first`: `names` is another vocabulary, whose entry 0 is [PAD].
-        """
+    def remap_from(self, names: list[str]) -> np.ndarray:
+        """Ids of another token list in this vocabulary ([UNK] where absent, [PAD] for [PAD])."""
         index = self.index
-        remap = np.fromiter((index.get(t, 1) for t in names), dtype=np.int64, count=len(names))
-        if pad_first and len(remap):
-            remap[0] = 0
-        return remap
+        return np.fromiter((index.get(t, 1) for t in names), dtype=np.int64, count=len(names))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -82,3 +80,21 @@ class LabelMap:
     @classmethod
     def load(cls, path: str | Path) -> LabelMap:
         return cls(Path(path).read_text(encoding="utf-8").rstrip("\n").split("\n"))
+
+
+def load_token_to_index(path: Path) -> list[str]:
+    """The course's `token_to_index.json(.gz)` as a token list by id ([PAD] 0, [UNK] 1)."""
+    try:
+        with open_text(path) as f:
+            mapping = json.load(f)
+    except (OSError, json.JSONDecodeError, EOFError) as e:
+        raise DataError(f"cannot read the token_to_index file: {e}", path) from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(i, int) and i >= 0 for i in mapping.values()
+    ):
+        raise DataError("token_to_index must be a JSON object of token -> id (>= 0)", path)
+    names = [""] * (max(mapping.values(), default=1) + 1)
+    for token, index in mapping.items():
+        names[index] = token
+    names[0], names[1] = PAD, UNK
+    return names

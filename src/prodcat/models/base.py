@@ -1,14 +1,24 @@
-"""`TextClassifier`: embedder -> encoder -> classification head. Families differ in the encoder."""
+"""`TextClassifier`: embedder -> encoder -> classification head. Families differ in the encoder.
+
+A model is built from its config, its number of classes and its fitted featurizer, which
+says how many ids there are and which one pads. The embedder is a component the family
+chooses (`build_embedder`): word families take `TokenEmbedder`; a transformer or a frozen
+sentence encoder brings its own and inherits no word-embedding table.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
 from prodcat.config import ModelConfig
 from prodcat.data.batches import Batch
+from prodcat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prodcat.data.featurizer import Featurizer
 
 # Odd multipliers of a multiplicative hash for word pairs (fastText hashes n-grams likewise).
 _HASH_A, _HASH_B = 116_049_371, 2_654_435_761
@@ -21,10 +31,11 @@ class TokenEmbedder(nn.Module):
     of a second table; the two vectors are summed, as fastText does for its n-grams.
     """
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig):
+    def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int = 0):
         super().__init__()
         sparse = cfg.sparse_embeddings
-        self.tokens = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=0, sparse=sparse)
+        self.pad_id = pad_id
+        self.tokens = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id, sparse=sparse)
         self.buckets = cfg.ngram_buckets
         self.bigrams = (
             nn.Embedding(cfg.ngram_buckets, cfg.embedding_dim, sparse=sparse)
@@ -40,9 +51,14 @@ class TokenEmbedder(nn.Module):
             for table in (self.tokens, self.bigrams):
                 if table is not None:
                     table.weight.uniform_(-bound, bound)
-            self.tokens.weight[0].zero_()  # [PAD]
+            self.tokens.weight[pad_id].zero_()
         if cfg.freeze_embeddings:
             self.tokens.weight.requires_grad_(False)
+
+    def load_pretrained(self, cfg: ModelConfig, featurizer: Featurizer) -> None:
+        """Start the table from `cfg.pretrained_embeddings`, row by row of the vocabulary."""
+        if cfg.pretrained_embeddings is not None:
+            raise ConfigError("pretrained word vectors are not yet supported (a later release)")
 
     @property
     def dim(self) -> int:
@@ -51,9 +67,9 @@ class TokenEmbedder(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.tokens(input_ids)
         if self.bigrams is not None:
-            prev = torch.nn.functional.pad(input_ids[:, :-1], (1, 0))
+            prev = torch.nn.functional.pad(input_ids[:, :-1], (1, 0), value=self.pad_id)
             bucket = (prev * _HASH_A + input_ids * _HASH_B) % self.buckets
-            valid = (prev > 0) & (input_ids > 0)
+            valid = (prev != self.pad_id) & (input_ids != self.pad_id)
             x = x + self.bigrams(bucket) * valid.unsqueeze(-1)
         return self.dropout(x)
 
@@ -70,37 +86,53 @@ def mlp_head(input_dim: int, hidden: list[int], n_classes: int, dropout: float) 
     return nn.Sequential(*layers)
 
 
-def padding_mask(batch: Batch, width: int) -> torch.Tensor:
+def padding_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """(B, T) True where a position holds a token."""
-    positions = torch.arange(width, device=batch.lengths.device)
-    return positions.unsqueeze(0) < batch.lengths.unsqueeze(1)
+    positions = torch.arange(width, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class TextClassifier(nn.Module):
     """Base of every family: embed tokens, encode them into one vector, classify it.
 
-    A family sets `config_class` and implements `build_encoder` and `encode`.
+    A family sets `config_class` and implements `build_encoder` and `encode`; it may
+    override `build_embedder`.
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
 
-    def __init__(self, cfg: ModelConfig, n_classes: int, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, n_classes: int, featurizer: Featurizer):
         super().__init__()
         self.cfg = cfg
         self.n_classes = n_classes
-        self.vocab_size = vocab_size
-        self.embedder = TokenEmbedder(vocab_size, cfg)
+        self.embedder = self.build_embedder(featurizer)
         self.encoder_dim = self.build_encoder(self.embedder.dim)
         self.head = mlp_head(self.encoder_dim, cfg.hidden_layers, n_classes, cfg.dropout)
+
+    def build_embedder(self, featurizer: Featurizer) -> nn.Module:
+        """The component that turns ids into vectors; it has a `dim`."""
+        return TokenEmbedder(featurizer.vocab_size, self.cfg, featurizer.pad_id)
+
+    def initialise(self, featurizer: Featurizer) -> None:
+        """Load what a new model starts from (pretrained vectors); not done when reloading."""
+        if isinstance(self.embedder, TokenEmbedder):
+            self.embedder.load_pretrained(self.cfg, featurizer)
 
     def build_encoder(self, input_dim: int) -> int:
         """Create the encoder's layers; return the size of the vector `encode` returns."""
         raise NotImplementedError
 
-    def encode(self, embedded: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """(B, T, E) embeddings -> (B, encoder_dim)."""
+    def encode(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) embeddings and (B,) lengths -> (B, encoder_dim)."""
         raise NotImplementedError
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Logits (B, n_classes)."""
-        return self.head(self.encode(self.embedder(batch.input_ids), batch))
+    def forward(self, input_ids: torch.Tensor | Batch, lengths: torch.Tensor | None = None):
+        """Logits (B, n_classes) of a `Batch`, or of (B, T) ids and their (B,) lengths.
+
+        Plain tensors let export and serving call the model without prodcat's dataclass.
+        """
+        if isinstance(input_ids, Batch):
+            input_ids, lengths = input_ids.input_ids, input_ids.lengths
+        if lengths is None:
+            raise TypeError("forward(input_ids, lengths) needs the lengths")
+        return self.head(self.encode(self.embedder(input_ids), lengths))

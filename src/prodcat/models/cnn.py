@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
-from prodcat.config import ModelConfig
-from prodcat.data.batches import Batch
+from prodcat.config import CNNConfig
 from prodcat.models.base import TextClassifier
 from prodcat.registry import register
-
-
-class CNNConfig(ModelConfig):
-    family: Literal["cnn"] = "cnn"
-    filters_length: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
-    num_filters: int = Field(128, ge=1, description="filters per width")
 
 
 @register("cnn")
@@ -31,7 +21,7 @@ class CNNClassifier(TextClassifier):
         )
         return self.cfg.num_filters * len(self.cfg.filters_length)
 
-    def encode(self, embedded: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def encode(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = embedded.transpose(1, 2)  # (B, E, T)
         width = embedded.shape[1]
         pooled = []
@@ -40,6 +30,6 @@ class CNNClassifier(TextClassifier):
             # is real if it starts before the title ends: j - (w-1) < length.
             out = torch.relu(conv(x))
             ends = torch.arange(width + w - 1, device=x.device)
-            real = (ends.unsqueeze(0) - (w - 1)) < batch.lengths.clamp(min=1).unsqueeze(1)
+            real = (ends.unsqueeze(0) - (w - 1)) < lengths.clamp(min=1).unsqueeze(1)
             pooled.append(out.masked_fill(~real.unsqueeze(1), 0).amax(2))
         return torch.cat(pooled, dim=1)

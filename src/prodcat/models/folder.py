@@ -1,39 +1,45 @@
 """A model folder holds everything needed to rebuild a model and predict, nothing else.
 
-`config.yaml`, the featurizer (`featurizer.json`, `vocab.txt`), `labels.txt` and the
-weights in `model.safetensors`; training adds `metrics.json`, the per-category report and plots.
+`config.yaml` (every setting, the featurizer's too), what the featurizer fitted
+(`featurizer.json`, `vocab.txt`), `labels.txt` and the weights in `model.safetensors`;
+training adds `metrics.json`, test predictions, the per-category report and plots.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from prodcat.config import Config, load_config
-from prodcat.data.featurizer import VocabularyFeaturizer
+from prodcat.data.featurizer import SPEC_FILE, Featurizer, load_featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ProdcatError
 from prodcat.models.base import TextClassifier
 from prodcat.registry import get_family
 
-FEATURIZERS = {VocabularyFeaturizer.kind: VocabularyFeaturizer}
 WEIGHTS = "model.safetensors"
 
 
-def build_model(cfg: Config, n_classes: int, vocab_size: int) -> TextClassifier:
-    """Build the configured family's model."""
-    if cfg.model.pretrained_embeddings is not None:
-        raise ProdcatError("pretrained word vectors are not yet supported (a later release)")
-    return get_family(cfg.model.family)(cfg.model, n_classes, vocab_size)
+def build_model(
+    cfg: Config, n_classes: int, featurizer: Featurizer, initialise: bool = True
+) -> TextClassifier:
+    """Build the configured family's model over a fitted featurizer.
+
+    `initialise`: load what a new model starts from (pretrained vectors); a model about to
+    receive saved weights skips it.
+    """
+    model = get_family(cfg.model.family)(cfg.model, n_classes, featurizer)
+    if initialise:
+        model.initialise(featurizer)
+    return model
 
 
 def save_model_folder(
     folder: str | Path,
     cfg: Config,
     model: TextClassifier,
-    featurizer: VocabularyFeaturizer,
+    featurizer: Featurizer,
     labels: LabelMap,
 ) -> None:
     folder = Path(folder)
@@ -47,17 +53,16 @@ def save_model_folder(
 
 def load_model_folder(
     folder: str | Path,
-) -> tuple[Config, TextClassifier, VocabularyFeaturizer, LabelMap]:
+) -> tuple[Config, TextClassifier, Featurizer, LabelMap]:
     """Rebuild a saved model on the CPU, in eval mode."""
     folder = Path(folder)
-    for name in ("config.yaml", "featurizer.json", "labels.txt", WEIGHTS):
+    for name in ("config.yaml", SPEC_FILE, "labels.txt", WEIGHTS):
         if not (folder / name).is_file():
             raise ProdcatError(f"{folder}: not a model folder (no {name})")
     cfg = load_config(folder / "config.yaml")
-    spec = json.loads((folder / "featurizer.json").read_text(encoding="utf-8"))
-    featurizer = FEATURIZERS[spec["kind"]].load(folder)
+    featurizer = load_featurizer(folder, cfg)
     labels = LabelMap.load(folder / "labels.txt")
-    model = get_family(cfg.model.family)(cfg.model, len(labels), len(featurizer.vocabulary))
+    model = build_model(cfg, len(labels), featurizer, initialise=False)
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
     model.eval()
     return cfg, model, featurizer, labels

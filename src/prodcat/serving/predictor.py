@@ -10,6 +10,7 @@ import torch
 from prodcat.config import Config
 from prodcat.data.cache import encode_file
 from prodcat.data.dataset import labelled_split
+from prodcat.errors import ProdcatError
 from prodcat.evaluation.evaluate import evaluate_split
 from prodcat.models.folder import load_model_folder
 
@@ -53,15 +54,20 @@ class Classifier:
         ids = self._logits(titles, batch_size).argmax(1).tolist()
         return [self.labels.names[i] for i in ids]
 
-    def predict_proba(
-        self, titles: str | list[str], top_k: int | None = None, batch_size: int = 4096
-    ) -> np.ndarray | list[list[tuple[str, float]]]:
-        """Probabilities over `categories`, (N, C); with `top_k`, the k best (category, p)."""
+    def predict_proba(self, titles: str | list[str], batch_size: int = 4096) -> np.ndarray:
+        """Probabilities over `categories`, (N, C), as scikit-learn's `predict_proba`."""
+        titles = [titles] if isinstance(titles, str) else list(titles)
+        return torch.softmax(self._logits(titles, batch_size).float(), dim=1).numpy()
+
+    def predict_top_k(
+        self, titles: str | list[str], k: int = 3, batch_size: int = 4096
+    ) -> list[list[tuple[str, float]]]:
+        """The `k` most likely (category, probability) pairs of each title, best first."""
+        if k < 1:
+            raise ProdcatError(f"top-k must be at least 1, got {k}")
         titles = [titles] if isinstance(titles, str) else list(titles)
         probs = torch.softmax(self._logits(titles, batch_size).float(), dim=1)
-        if top_k is None:
-            return probs.numpy()
-        values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+        values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
         return [
             [(self.labels.names[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist())]
             for vs, ix in zip(values, indices)
@@ -69,10 +75,10 @@ class Classifier:
 
     def evaluate(self, path: str | Path, batch_size: int = 4096) -> dict[str, float]:
         """balanced_accuracy, accuracy, macro_f1, loss and rows on a labelled file."""
-        file = encode_file(path, self.cfg.data)
+        file = encode_file(path, self.cfg.data, self.featurizer)
         rows = np.arange(file.n_rows)
         split = labelled_split(
-            "evaluation", file, rows, self.featurizer.vocabulary, self.labels, self.cfg.data
+            "evaluation", file, rows, self.featurizer, self.labels, self.cfg.data
         )
         metrics, _ = evaluate_split(self.model, split, batch_size, torch.device("cpu"))
         return metrics

@@ -11,12 +11,13 @@ import torch
 CHECKPOINT = "checkpoint.pt"
 
 
-def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> None:
+def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> Path:
     """Write atomically: a kill during the write leaves the previous checkpoint intact."""
     path = Path(folder) / CHECKPOINT
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+    return path
 
 
 def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:

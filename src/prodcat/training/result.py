@@ -1,0 +1,59 @@
+"""What a run produced, as one typed object; `metrics.json` in the model folder is its dump."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+METRICS_FILE = "metrics.json"
+
+
+class Scores(BaseModel):
+    """Metrics of a model on one labelled split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    balanced_accuracy: float
+    accuracy: float
+    macro_f1: float
+    loss: float
+    rows: int
+
+
+class RunResult(BaseModel):
+    """Metrics per split, the best epoch, times, device and where the model folder is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str
+    output_dir: Path
+    best_epoch: int
+    epochs_run: int
+    validation: Scores  # at the best epoch
+    test: Scores | None = None
+    train_rows: int
+    train_seconds: float
+    titles_per_second: float
+    device: str
+    device_type: str
+    parameters: int
+    history: list[dict[str, float]]  # one record per epoch: losses, validation metrics, times
+    run_id: str | None = None  # the tracker's run
+    _model: Any = PrivateAttr(default=None)  # the best weights, on the training device
+
+    @property
+    def model(self):
+        """The trained model (in memory only; the folder holds its weights)."""
+        return self._model
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / METRICS_FILE
+        path.write_text(self.model_dump_json(indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RunResult:
+        """The result saved in a model folder."""
+        return cls.model_validate_json((Path(folder) / METRICS_FILE).read_text(encoding="utf-8"))

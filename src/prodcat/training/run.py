@@ -1,0 +1,68 @@
+"""`run(cfg)`: config and files in, a trained, tracked, saved model out.
+
+The one library call behind `prodcat train`, the benchmarks, and later sweeps and tuning:
+read and split the data with the family's featurizer, train with the tracker and the
+caller's callbacks, return the typed result. The CLI only parses options and prints it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from prodcat.config import Config
+from prodcat.data.dataset import Splits, load_splits
+from prodcat.data.featurizer import make_featurizer
+from prodcat.data.readers import bundled_sample
+from prodcat.tracking.tracker import make_tracker
+from prodcat.training.callbacks import Callback
+from prodcat.training.loop import train
+from prodcat.training.progress import file_progress
+from prodcat.training.ranks import Rank
+from prodcat.training.result import RunResult
+
+log = logging.getLogger(__name__)
+
+
+def default_output(cfg: Config) -> Path:
+    """runs/FAMILY-YYYYmmdd-HHMMSS"""
+    return Path("runs") / f"{cfg.model.family}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def prepare_data(cfg: Config, rank: Rank | None = None) -> Splits:
+    """The run's splits, encoded by the featurizer its family needs (files from `cfg.data`)."""
+    show = cfg.training.progress and (rank or Rank.from_env()).main
+    splits = load_splits(
+        cfg.data,
+        cfg.data.train or bundled_sample(),
+        progress=file_progress(show),
+        featurizer=make_featurizer(cfg),
+    )
+    for line in splits.summary.lines():
+        log.info(line)
+    return splits
+
+
+def run(
+    cfg: Config,
+    output: str | Path | None = None,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    parent_run_id: str | None = None,
+    splits: Splits | None = None,
+    rank: Rank | None = None,
+) -> RunResult:
+    """Train `cfg` and save the model folder in `output` (default: runs/FAMILY-TIME).
+
+    The run is tracked in MLflow when `cfg.tracking.enabled` (nested under `parent_run_id`
+    if given); `callbacks` hear its events. `splits` reuses data already prepared with
+    `prepare_data(cfg)`.
+    """
+    output = Path(output) if output is not None else default_output(cfg)
+    splits = splits if splits is not None else prepare_data(cfg, rank)
+    tracker = make_tracker(cfg.tracking, parent_run_id)
+    listeners = [*callbacks, *([tracker] if tracker else [])]
+    return train(cfg, splits, output, listeners, resume=resume, rank=rank)
