@@ -16,17 +16,17 @@ What it does, all on the same machine and the same split:
    lower-cased `\\w+` tokens, labels `__label__CATEGORY` (the usual reference setting);
 3. scikit-learn: word 1-2-gram TF-IDF + char_wb 2-5-gram TF-IDF (min_df=2) into
    `LinearSVC(C=0.5)`; a few minutes, `--skip-svm` skips it;
-4. each prodcat family in a subprocess, `prodcat train --config configs/FAMILY.yaml --train
-   train.jsonl.gz --test test.jsonl.gz --set data.test_size=0`: prodcat carves its
-   validation split (early stopping, best epoch) from the 80 % training part, so nothing is
-   tuned on the test rows.
+4. each prodcat family through `prodcat.training.run.run` (what `prodcat train --config
+   configs/FAMILY.yaml --train train.jsonl.gz --test test.jsonl.gz --set data.test_size=0`
+   calls): prodcat carves its validation split (early stopping, best epoch) from the 80 %
+   training part, so nothing is tuned on the test rows.
 
 For every tool it reports test balanced accuracy (BAC) and accuracy, the training time
-(prodcat: `train_seconds` from metrics.json, the epochs alone, and the subprocess wall time,
-which adds start-up, reading, vocabulary, evaluation and saving), titles/s (training rows x
-epochs / training seconds), and the differences to fastText: BAC - fastText BAC and training
-time / fastText's. The table is printed and written to `--out`/quality.md, the raw numbers
-to `--out`/quality.json.
+(prodcat: `train_seconds` of the run's result, the epochs alone, and the call's wall time,
+which adds reading, vocabulary, evaluation and saving, but not the interpreter's start-up),
+titles/s (training rows x epochs / training seconds), and the differences to fastText:
+BAC - fastText BAC and training time / fastText's. The table is printed and written to
+`--out`/quality.md, the raw numbers to `--out`/quality.json.
 
 The machine's load average is recorded before and after each tool: other work on the
 machine slows every tool, and torch's multi-threaded kernels suffer most from it (the
@@ -42,7 +42,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -172,61 +171,34 @@ def _scores(tool, test, y_pred, train_seconds, wall_seconds, rows, epochs, confi
 # -- prodcat ------------------------------------------------------------------------------
 
 
-def prodcat_command() -> list[str]:
-    script = Path(sys.executable).parent / "prodcat"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("prodcat")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from prodcat.cli.main import main; main()"]
-
-
 def run_prodcat(family: str, train: Path, test: Path, folder: Path, overrides: list[str]) -> dict:
-    config = ROOT / "configs" / f"{family}.yaml"
+    """Train one family in this process through the library call the CLI makes."""
+    from prodcat.config import build_config
+    from prodcat.training.run import run
+
     output = folder / f"prodcat-{family}"
     shutil.rmtree(output, ignore_errors=True)
-    command = [
-        *prodcat_command(),
-        "train",
-        "--config",
-        str(config),
-        "--train",
-        str(train),
-        "--test",
-        str(test),
-        "--output",
-        str(output),
-        "--no-track",
-        "-q",
-        "--set",
-        "data.test_size=0",
-        "--set",
-        "training.progress=false",
-    ]
-    for item in overrides:
-        command += ["--set", item]
+    fixed = ["data.test_size=0", "training.progress=false", "tracking.enabled=false"]
+    cfg = build_config(ROOT / "configs" / f"{family}.yaml", fixed + overrides)
+    cfg.data.train, cfg.data.test = train, test
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = run(cfg, output)
     wall = time.perf_counter() - started
-    (folder / f"prodcat-{family}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-    if done.returncode != 0:
-        raise RuntimeError(f"prodcat train ({family}) failed:\n{done.stderr[-3000:]}")
-    metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
-    epochs = metrics["epochs_run"]
     return {
         "tool": f"prodcat {family}",
         "config": f"configs/{family}.yaml" + "".join(f" {o}" for o in overrides),
-        "balanced_accuracy": metrics["test"]["balanced_accuracy"],
-        "accuracy": metrics["test"]["accuracy"],
-        "validation_balanced_accuracy": metrics["validation"].get("balanced_accuracy"),
-        "train_seconds": metrics["train_seconds"],
+        "balanced_accuracy": result.test.balanced_accuracy,
+        "accuracy": result.test.accuracy,
+        "validation_balanced_accuracy": result.validation.balanced_accuracy,
+        "train_seconds": result.train_seconds,
         "wall_seconds": wall,
-        "train_rows": metrics["train_rows"],
-        "epochs": epochs,
-        "best_epoch": metrics["best_epoch"],
-        "titles_per_second": metrics["train_rows"] * epochs / max(metrics["train_seconds"], 1e-9),
-        "device": metrics.get("device"),
+        "train_rows": result.train_rows,
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "titles_per_second": result.train_rows
+        * result.epochs_run
+        / max(result.train_seconds, 1e-9),
+        "device": result.device,
     }
 
 

@@ -73,6 +73,8 @@ def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
     # Padding is invisible: the same title with more padding gives the same logits.
     wider = Batch(torch.nn.functional.pad(batch.input_ids, (0, 3)), batch.lengths)
     torch.testing.assert_close(model(wider), logits)
+    # Plain tensors, as export and serving pass them, give the same logits.
+    torch.testing.assert_close(model(batch.input_ids, batch.lengths), logits)
 
 
 @pytest.mark.parametrize("family", families())
