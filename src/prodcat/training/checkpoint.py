@@ -1,4 +1,5 @@
-"""Training state saved after every epoch, so a killed run resumes where it stopped."""
+"""Training state (weights, optimizer, schedule, RNG, run progress) saved after every epoch and
+every `training.checkpoint_minutes` inside one, so a killed run resumes where it stopped."""
 
 from __future__ import annotations
 
