@@ -105,12 +105,11 @@ def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_
     assert top[0][0] == "SOUND_CARDS" and len(top) == 2 and top[0][1] >= top[1][1]
 
 
-@pytest.mark.parametrize("frozen", [False, True])
-def test_embeddings_are_trainable_unless_frozen(tmp_path, frozen):
-    cfg = tiny_config("mlp", tmp_path, **{"model.freeze_embeddings": frozen})
+def test_embeddings_start_small_and_trainable(tmp_path):
+    cfg = tiny_config("mlp", tmp_path)
     featurizer = VocabularyFeaturizer.from_tokens([f"w{i}" for i in range(8)])
     model = get_family("mlp")(cfg.model, n_classes=3, featurizer=featurizer)
-    assert model.embedder.tokens.weight.requires_grad is not frozen
+    assert model.embedder.tokens.weight.requires_grad
     # Small start (uniform within ±1/dim) and a zero [PAD] row.
     weight = model.embedder.tokens.weight
     assert weight.abs().max() <= 1 / cfg.model.embedding_dim and not weight[0].any()

@@ -140,15 +140,26 @@ class ModelConfig(StrictModel):
     ngram_buckets: int = Field(
         0, ge=0, description="hashed word-bigram embeddings added to the tokens (0: none)"
     )
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = Field(False, description="keep the pretrained vectors as they are")
     sparse_embeddings: bool = Field(
         True, description="update only the embedding rows a batch uses (much faster)"
     )
-    pretrained_embeddings: Path | None = None
+    pretrained_embeddings: Path | None = Field(
+        None, description="word vectors (word2vec/fastText text, or .bin) to start from"
+    )
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
     # A linear head over the encoding: deeper heads overfit tens of thousands of titles.
     hidden_layers: list[int] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _frozen_needs_vectors(self) -> ModelConfig:
+        if self.freeze_embeddings and self.pretrained_embeddings is None:
+            raise ValueError(
+                "freeze_embeddings needs pretrained_embeddings (frozen random vectors learn "
+                "nothing)"
+            )
+        return self
 
 
 @model_config("mlp")

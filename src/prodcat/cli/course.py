@@ -51,31 +51,32 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prodcat train", description="the course's options", allow_abbrev=False)
-    p.add_argument("--train-data", required=True, type=Path)
-    p.add_argument("--validation-data", type=Path)
-    p.add_argument("--test-data", type=Path)
-    p.add_argument("--token-to-index", type=Path)
-    p.add_argument("--pretrained-embeddings", type=Path)
-    p.add_argument("--language")
-    p.add_argument("--classifier", type=str.upper, default="MLP")
-    p.add_argument("--embeddings-size", type=int)
-    p.add_argument("--hidden-layers", type=int, nargs="+")
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", "--learning-rate", type=float)
-    p.add_argument("--train-max-size", type=int)
-    p.add_argument("--validation-max-size", type=int)
-    p.add_argument("--test-max-size", type=int)
-    p.add_argument("--random-buffer-size", type=int)
-    p.add_argument("--freeze-embeddings", action="store_true", default=None)
-    p.add_argument("--cnn-filters-length", type=int, nargs="+")
-    p.add_argument("--cnn-filters-count", type=int)
-    for name in ("hidden_size", "num_layers"):
-        p.add_argument(
-            f"--lstm_{name}", f"--lstm-{name.replace('_', '-')}", dest=f"lstm_{name}", type=int
-        )
-    p.add_argument("--bidirectional", action="store_true", default=None)
+    add = p.add_argument
+    add("--train-data", required=True, type=Path, metavar="FILE", help="training file")
+    add("--validation-data", type=Path, metavar="FILE", help="validation file")
+    add("--test-data", type=Path, metavar="FILE", help="test file")
+    add("--token-to-index", type=Path, metavar="FILE", help="the course's token ids file")
+    add("--pretrained-embeddings", type=Path, metavar="FILE", help="word vectors to start from")
+    add("--language", help="keep rows of this language (spanish, portuguese)")
+    add("--classifier", type=str.upper, default="MLP", help="MLP, CNN, LSTM, GRU (default MLP)")
+    add("--embeddings-size", type=int, metavar="N", help="embedding size (default 200)")
+    add("--hidden-layers", type=int, nargs="+", metavar="N", help="head's hidden sizes")
+    add("--dropout", type=float, help="head dropout (default 0)")
+    add("--epochs", type=int, help="epochs, all trained unless --patience (default 10)")
+    add("--patience", type=int, help="stop after N epochs without a better validation BAC")
+    add("--batch-size", type=int, help="default 256")
+    add("--lr", "--learning-rate", type=float, help="default 0.02")
+    add("--train-max-size", type=int, metavar="N", help="sample N training rows")
+    add("--validation-max-size", type=int, metavar="N", help="sample N validation rows")
+    add("--test-max-size", type=int, metavar="N", help="sample N test rows")
+    add("--random-buffer-size", type=int, metavar="N", help="shuffle within N-row windows")
+    add("--freeze-embeddings", action="store_true", default=None, help="keep the vectors fixed")
+    add("--cnn-filters-length", type=int, nargs="+", metavar="W", help="default 1 2 3")
+    add("--cnn-filters-count", type=int, metavar="N", help="filters per width (default 128)")
+    for name, what in (("hidden_size", "LSTM size (default 128)"), ("num_layers", "default 1")):
+        add(f"--lstm_{name}", f"--lstm-{name.replace('_', '-')}", dest=f"lstm_{name}", type=int)
+        p._actions[-1].help = what
+    add("--bidirectional", action="store_true", default=None, help="LSTM in both directions")
     # prodcat's own options still work beside the course's
     p.add_argument("--config", type=Path)
     p.add_argument("--output", type=Path)
@@ -88,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def course_help() -> str:
+    """The course's options and their defaults, for `prodcat train --help`."""
+    lines = []
+    for action in _parser()._actions:
+        if not action.help or action.option_strings[0] in ("-h",):
+            continue
+        lines.append(f"{', '.join(action.option_strings)}: {action.help}")
+    return "\n\n".join(lines)
+
+
 def translate(args: list[str]) -> dict[str, Any]:
     """Course options -> keyword arguments of prodcat's `train` command."""
     ns = _parser().parse_args(args)
@@ -97,10 +108,6 @@ def translate(args: list[str]) -> dict[str, Any]:
                 "--classifier BERT is not yet supported (it comes with pretrained models)"
             )
         raise ConfigError(f"--classifier {ns.classifier}: choose one of {', '.join(CLASSIFIERS)}")
-    if ns.pretrained_embeddings is not None:
-        raise ConfigError(
-            "--pretrained-embeddings is not yet supported (it comes with pretrained models)"
-        )
     family = CLASSIFIERS[ns.classifier]
     sets: dict[str, Any] = {"model.family": family}
 
@@ -119,8 +126,11 @@ def translate(args: list[str]) -> dict[str, Any]:
     put("model.embedding_dim", ns.embeddings_size)
     put("model.hidden_layers", ns.hidden_layers)
     put("model.dropout", ns.dropout)
+    put("model.pretrained_embeddings", str(ns.pretrained_embeddings or "") or None)
     put("model.freeze_embeddings", ns.freeze_embeddings)
     put("training.epochs", ns.epochs)
+    # The course trained every epoch it was asked for: early stopping only on request.
+    sets["training.patience"] = ns.patience if ns.patience is not None else "null"
     put("training.batch_size", ns.batch_size)
     put("training.lr", ns.lr)
     if family == "cnn":
@@ -129,7 +139,8 @@ def translate(args: list[str]) -> dict[str, Any]:
     if family in ("lstm", "gru"):
         put("model.hidden_size", ns.lstm_hidden_size)
         put("model.num_layers", ns.lstm_num_layers)
-        put("model.bidirectional", ns.bidirectional)
+        # The course's LSTM ran in one direction.
+        sets["model.bidirectional"] = bool(ns.bidirectional)
     overrides = [f"{k}={_yaml(v)}" for k, v in sets.items()] + ns.overrides
     return {
         "config": ns.config,

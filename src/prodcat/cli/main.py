@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from prodcat.cli.course import course_help
 from prodcat.errors import ProdcatError
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ data_app = typer.Typer(
     help="Read, encode, summarise and generate title files.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+vectors_app = typer.Typer(help="Train word vectors on title files.", no_args_is_help=True)
+app.add_typer(vectors_app, name="vectors")
 console = Console(stderr=True)
 out = Console()
 
@@ -37,7 +40,7 @@ def _setup_logging(quiet: bool) -> None:
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
         force=True,
     )
-    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "git"):
+    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "git", "gensim", "smart_open"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -52,7 +55,10 @@ SetOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(
+    epilog="[bold]The course's options[/bold] (accepted instead of the options above; "
+    "defaults are prodcat's):\n\n" + course_help()
+)
 def train(
     config: ConfigOpt = None,
     train: Annotated[
@@ -262,6 +268,51 @@ def data_synth(
             progress=lambda n: bar.update(task, completed=n),
         )
     out.print(json.dumps(summary))
+
+
+@vectors_app.command("train")
+def vectors_train(
+    input: Annotated[Path, typer.Option("--input", "-i", help="Title file (CSV or JSON lines).")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Vectors file: .txt, .txt.gz or .vec (text), .bin"),
+    ],
+    dim: Annotated[int, typer.Option(help="Dimensions of each vector.")] = 300,
+    algorithm: Annotated[
+        str, typer.Option(help="fasttext (subword-aware) or word2vec (skip-gram).")
+    ] = "fasttext",
+    epochs: Annotated[int, typer.Option(help="Passes over the titles.")] = 5,
+    min_count: Annotated[int, typer.Option(help="Fewest occurrences of a word kept.")] = 2,
+    window: Annotated[int, typer.Option(help="Context words on each side.")] = 5,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train word vectors with gensim on the titles of a file, tokenised as data.tokenizer
+    says (e.g. --set data.tokenizer.strip_accents=false), in word2vec text format."""
+    from prodcat.config import build_config
+    from prodcat.data.vectors import train_vectors
+    from prodcat.training.progress import file_progress
+
+    _setup_logging(quiet)
+    cfg = build_config(config, overrides)
+    report = file_progress(not quiet)
+    summary = train_vectors(
+        input,
+        output,
+        cfg.data,
+        dim=dim,
+        algorithm=algorithm,
+        epochs=epochs,
+        min_count=min_count,
+        window=window,
+        seed=cfg.training.seed,
+        progress=lambda done, total: report(str(input), done, total),
+    )
+    out.print(
+        f"{summary['words']:,} words x {dim} from {summary['titles']:,} titles "
+        f"in {summary['seconds']:.1f} s -> {output}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from prodcat.config import Config, DataConfig, TokenizerConfig
 from prodcat.data.text import TokenizedChunk, padded_ids, tokenize
+from prodcat.data.vectors import PretrainedRows, read_vectors
 from prodcat.data.vocab import PAD, UNK, Vocabulary, load_token_to_index
 from prodcat.errors import ProdcatError
 
@@ -119,6 +120,7 @@ class VocabularyFeaturizer(Featurizer):
         self.max_vocab = max_vocab
         self.token_to_index = token_to_index
         self.vocabulary = vocabulary
+        self.token_counts: np.ndarray | None = None  # training occurrences by id, after fit
 
     @classmethod
     def from_config(cls, data: DataConfig) -> VocabularyFeaturizer:
@@ -150,8 +152,16 @@ class VocabularyFeaturizer(Featurizer):
     def fit(self, names: list[str], counts: np.ndarray) -> None:
         if self.token_to_index is not None:
             self.vocabulary = Vocabulary(load_token_to_index(self.token_to_index))
-            return
-        self.vocabulary, _ = Vocabulary.from_counts(names, counts, self.min_count, self.max_vocab)
+            remap = self.vocabulary.remap_from(names)
+        else:
+            self.vocabulary, remap = Vocabulary.from_counts(
+                names, counts, self.min_count, self.max_vocab
+            )
+        self.token_counts = np.bincount(remap, weights=counts, minlength=len(self.vocabulary))
+
+    def pretrained_rows(self, path: str | Path) -> PretrainedRows:
+        """The vectors of this vocabulary's tokens in a word-vectors file (normalised alike)."""
+        return read_vectors(path, self._fitted().tokens, self.tokenizer)
 
     def _fitted(self) -> Vocabulary:
         if self.vocabulary is None:

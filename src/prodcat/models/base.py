@@ -8,6 +8,7 @@ sentence encoder brings its own and inherits no word-embedding table.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -55,10 +56,31 @@ class TokenEmbedder(nn.Module):
         if cfg.freeze_embeddings:
             self.tokens.weight.requires_grad_(False)
 
-    def load_pretrained(self, cfg: ModelConfig, featurizer: Featurizer) -> None:
-        """Start the table from `cfg.pretrained_embeddings`, row by row of the vocabulary."""
-        if cfg.pretrained_embeddings is not None:
-            raise ConfigError("pretrained word vectors are not yet supported (a later release)")
+    def load_pretrained(self, cfg: ModelConfig, featurizer: Featurizer) -> dict[str, float]:
+        """Start the table from `cfg.pretrained_embeddings`, row by row of the vocabulary.
+
+        Rows of words the file lacks start at the found rows' scale. Returns coverage numbers.
+        """
+        from prodcat.data.vectors import fill_missing
+
+        path = cfg.pretrained_embeddings
+        if path is None:
+            return {}
+        if not hasattr(featurizer, "pretrained_rows"):
+            raise ConfigError(f"the {featurizer.kind} featurizer cannot align word vectors")
+        started = time.perf_counter()
+        rows = featurizer.pretrained_rows(path)
+        if rows.dim != self.dim:
+            raise ConfigError(
+                f"{path}: vectors of {rows.dim} dimensions, but model.embedding_dim is "
+                f"{self.dim} (set it to {rows.dim})"
+            )
+        with torch.no_grad():
+            self.tokens.weight.copy_(torch.from_numpy(fill_missing(rows, pad_id=self.pad_id)))
+        report = rows.coverage(getattr(featurizer, "token_counts", None))
+        report["words_in_file"] = rows.words_in_file
+        report["read_seconds"] = time.perf_counter() - started
+        return report
 
     @property
     def dim(self) -> int:
@@ -113,10 +135,17 @@ class TextClassifier(nn.Module):
         """The component that turns ids into vectors; it has a `dim`."""
         return TokenEmbedder(featurizer.vocab_size, self.cfg, featurizer.pad_id)
 
-    def initialise(self, featurizer: Featurizer) -> None:
-        """Load what a new model starts from (pretrained vectors); not done when reloading."""
+    def initialise(self, featurizer: Featurizer) -> dict[str, float]:
+        """Load what a new model starts from (pretrained vectors); not done when reloading.
+
+        Returns numbers worth recording (e.g. the vectors' coverage of the vocabulary).
+        """
         if isinstance(self.embedder, TokenEmbedder):
-            self.embedder.load_pretrained(self.cfg, featurizer)
+            return {
+                f"pretrained.{k}": v
+                for k, v in self.embedder.load_pretrained(self.cfg, featurizer).items()
+            }
+        return {}
 
     def build_encoder(self, input_dim: int) -> int:
         """Create the encoder's layers; return the size of the vector `encode` returns."""

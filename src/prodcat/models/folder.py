@@ -30,8 +30,7 @@ def build_model(
     receive saved weights skips it.
     """
     model = get_family(cfg.model.family)(cfg.model, n_classes, featurizer)
-    if initialise:
-        model.initialise(featurizer)
+    model.init_report = model.initialise(featurizer) if initialise else {}
     return model
 
 

@@ -81,6 +81,8 @@ class MlflowTracker(Callback):
                 **{f"version.{k}": v for k, v in library_versions().items()},
             }
         )
+        if run.init_report and not run.resumed:
+            self.log_metrics(run.init_report)
 
     def on_epoch_end(self, run: RunInfo, record: dict[str, float]) -> None:
         metrics = {k: v for k, v in record.items() if k != "epoch"}

@@ -54,6 +54,7 @@ class RunInfo:
     rank: Rank
     state: RunState
     resumed: bool = False
+    init_report: dict[str, float] = field(default_factory=dict)  # e.g. vectors' coverage
 
 
 class Callback:

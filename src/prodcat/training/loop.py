@@ -85,7 +85,10 @@ def train(
     torch.manual_seed(t.seed)
 
     featurizer = splits.featurizer
-    model = build_model(cfg, len(splits.labels), featurizer).to(device)
+    checkpoint = load_checkpoint(output) if resume else None
+    # A resumed model gets its weights from the checkpoint: no vectors to read.
+    model = build_model(cfg, len(splits.labels), featurizer, initialise=checkpoint is None)
+    model = model.to(device)
     optimizer = make_optimizer(
         model, name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, encoder_lr=t.encoder_lr
     )
@@ -97,7 +100,6 @@ def train(
 
     state = RunState()
     best_weights = _copy_weights(model)
-    checkpoint = load_checkpoint(output) if resume else None
     if resume and checkpoint is None:
         log.warning("no %s in %s: starting a new run", CHECKPOINT, output)
     if checkpoint is not None:
@@ -110,6 +112,11 @@ def train(
     listeners = list(callbacks) + ([EarlyStopping(t.patience)] if t.patience else [])
     events = Callbacks(listeners, main=rank.main)
     run = RunInfo(cfg, splits, output, device, rank, state, resumed=checkpoint is not None)
+    run.init_report = model.init_report
+    if rank.main and model.init_report:
+        log.info(
+            "pretrained vectors: " + ", ".join(f"{k} {v:.4g}" for k, v in model.init_report.items())
+        )
     parts = _Parts(cfg, model, optimizer, schedule, splits, device, autocast, class_weights)
 
     def save(partial: dict[str, Any] | None = None) -> None:
@@ -332,6 +339,7 @@ def _finish(cfg, model, splits, state: RunState, output, device, autocast, rank)
         parameters=sum(p.numel() for p in model.parameters()),
         history=history,
         run_id=state.run_id,
+        init_report=model.init_report,
     )
     result._model = model
     if not rank.main:

@@ -41,6 +41,7 @@ class RunResult(BaseModel):
     parameters: int
     history: list[dict[str, float]]  # one record per epoch: losses, validation metrics, times
     run_id: str | None = None  # the tracker's run
+    init_report: dict[str, float] = {}  # what the model started from (vectors' coverage, ...)
     _model: Any = PrivateAttr(default=None)  # the best weights, on the training device
 
     @property
