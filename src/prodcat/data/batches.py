@@ -20,6 +20,7 @@ class Batch:
     lengths: torch.Tensor  # (B,) int64, tokens before padding
     labels: torch.Tensor | None = None  # (B,) int64
     weights: torch.Tensor | None = None  # (B,) float32 per-row loss weights
+    features: torch.Tensor | None = None  # (B, D) float32 title vectors (sentence encoders)
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {
@@ -60,6 +61,7 @@ def iterate_batches(
     remap: np.ndarray,
     labels: np.ndarray | None = None,
     weights: np.ndarray | None = None,
+    features: np.ndarray | None = None,
     batch_size: int,
     order: np.ndarray | None = None,
     start: int = 0,
@@ -67,7 +69,8 @@ def iterate_batches(
     """Yield batches over `rows` of the cache (in `order`), from batch number `start` on.
 
     `remap` turns cache token ids into model ids; `labels` and `weights` are aligned with
-    `rows`. Each batch is cut to its longest title.
+    `rows`. Each batch is cut to its longest title. With `features` (one vector per cache
+    row), batches carry those vectors and no token ids.
     """
     import torch  # here, not at the top: `prodcat data` commands never pay for importing torch
 
@@ -76,6 +79,15 @@ def iterate_batches(
         # Sorted positions read the memory map in file order; the batch's order is irrelevant.
         pick = np.sort(order[begin : begin + batch_size])
         where = rows[pick]
+        if features is not None:
+            yield Batch(
+                input_ids=torch.zeros((len(pick), 0), dtype=torch.int64),
+                lengths=torch.zeros(len(pick), dtype=torch.int64),
+                labels=None if labels is None else torch.from_numpy(labels[pick]),
+                weights=None if weights is None else torch.from_numpy(weights[pick]),
+                features=torch.from_numpy(np.asarray(features[where], dtype=np.float32)),
+            )
+            continue
         lens = lengths[where].astype(np.int64)
         width = max(int(lens.max()), 1)
         ids = remap[tokens[where, :width]]

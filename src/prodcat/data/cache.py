@@ -254,7 +254,8 @@ class _Codes:
         return list(self.ids)
 
 
-def _blank(column: pa.ChunkedArray | None, n: int) -> np.ndarray:
+def blank_titles(column: pa.ChunkedArray | None, n: int) -> np.ndarray:
+    """True where a title (or label) is missing or only whitespace: such rows are skipped."""
     if column is None:
         return np.ones(n, dtype=bool)
     text = pc.utf8_trim_whitespace(pc.fill_null(column, ""))
@@ -383,7 +384,7 @@ def _encode_into(
 
 
 def _drop_empty_titles(batch: RowBatch, reader: TableReader, stats: EncodeStats) -> RowBatch:
-    blank = _blank(batch.column("text"), len(batch))
+    blank = blank_titles(batch.column("text"), len(batch))
     if blank.any():
         where = np.flatnonzero(blank)
         stats.empty_titles += len(where)
@@ -397,7 +398,7 @@ def _label_ids(batch: RowBatch, reader: TableReader, codes: _Codes) -> np.ndarra
     column = batch.column("label")
     if column is None:
         return np.full(len(batch), -1, dtype=np.int32)
-    blank = _blank(column, len(batch))
+    blank = blank_titles(column, len(batch))
     if blank.any():
         first = int(np.flatnonzero(blank)[0])
         line = batch.line_of(first)

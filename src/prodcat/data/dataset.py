@@ -26,6 +26,7 @@ class Split:
     labels: np.ndarray | None  # (len(rows),) int64 class ids
     weights: np.ndarray  # (len(rows),) float32 row weights
     remap: np.ndarray  # cache piece id -> model id: `Featurizer.ids` of the cache's pieces
+    features: np.ndarray | None = None  # (file rows, D) title vectors, for sentence encoders
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -63,6 +64,7 @@ class Split:
             remap=self.remap,
             labels=self.labels,
             weights=self.weights,
+            features=self.features,
             batch_size=batch_size,
             order=order,
             start=start,
@@ -286,6 +288,7 @@ def labelled_split(
         labels=_model_labels(file, rows, labels, name),
         weights=_row_weights(file, rows, cfg),
         remap=model_ids(file, featurizer),
+        features=featurizer.file_features(file) if featurizer.dense else None,
     )
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from prodcat.config import Config, DataConfig, TokenizerConfig
+from prodcat.config import Config, DataConfig, EncoderConfig, ModelConfig, TokenizerConfig
 from prodcat.data.text import TokenizedChunk, padded_ids, tokenize
 from prodcat.data.vectors import PretrainedRows, read_vectors
 from prodcat.data.vocab import PAD, UNK, Vocabulary, load_token_to_index
@@ -43,9 +43,10 @@ class Featurizer:
     pad_id: int = 0
     unk_id: int = 1
     max_tokens: int
+    dense: ClassVar[bool] = False  # gives one vector per title (`file_features`), not ids
 
     @classmethod
-    def from_config(cls, data: DataConfig) -> Featurizer:
+    def from_config(cls, data: DataConfig, model: ModelConfig | None = None) -> Featurizer:
         raise NotImplementedError
 
     def cache_spec(self) -> dict[str, Any]:
@@ -91,7 +92,11 @@ class Featurizer:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, folder: str | Path, data: DataConfig) -> Featurizer:
+    def load(cls, folder: str | Path, cfg: Config) -> Featurizer:
+        raise NotImplementedError
+
+    def file_features(self, file) -> np.ndarray:
+        """(rows, D) vectors of a cached file's titles (dense featurizers only)."""
         raise NotImplementedError
 
 
@@ -123,7 +128,9 @@ class VocabularyFeaturizer(Featurizer):
         self.token_counts: np.ndarray | None = None  # training occurrences by id, after fit
 
     @classmethod
-    def from_config(cls, data: DataConfig) -> VocabularyFeaturizer:
+    def from_config(
+        cls, data: DataConfig, model: ModelConfig | None = None
+    ) -> VocabularyFeaturizer:
         return cls(
             data.tokenizer,
             data.max_tokens,
@@ -182,13 +189,139 @@ class VocabularyFeaturizer(Featurizer):
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: str | Path, data: DataConfig) -> VocabularyFeaturizer:
-        featurizer = cls.from_config(data)
+    def load(cls, folder: str | Path, cfg: Config | DataConfig) -> VocabularyFeaturizer:
+        featurizer = cls.from_config(cfg.data if isinstance(cfg, Config) else cfg)
         featurizer.vocabulary = Vocabulary.load(Path(folder) / "vocab.txt")
         return featurizer
 
 
-FEATURIZERS: dict[str, type[Featurizer]] = {VocabularyFeaturizer.kind: VocabularyFeaturizer}
+class SentenceFeaturizer(Featurizer):
+    """A frozen sentence encoder: each title becomes one vector (prodcat.data.sentence).
+
+    Its cache pieces are prodcat's words (the token cache is shared with the word families
+    and indexes the rows); the vectors are cached beside them, once per encoder and file.
+    """
+
+    kind = "sentence"
+    dense = True
+
+    def __init__(self, tokenizer: TokenizerConfig, max_tokens: int, encoder: EncoderConfig):
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.encoder_cfg = encoder
+        self.show_progress = False  # a bar while a file's titles are encoded
+        self._encoder = None
+        self._dim: int | None = None
+
+    @classmethod
+    def from_config(cls, data: DataConfig, model: ModelConfig | None = None) -> SentenceFeaturizer:
+        if not isinstance(model, EncoderConfig):
+            raise ProdcatError("the sentence featurizer needs the encoder family's config")
+        return cls(data.tokenizer, data.max_tokens, model)
+
+    def cache_spec(self) -> dict[str, Any]:
+        return {"kind": VocabularyFeaturizer.kind, **self._word_spec()}
+
+    def _word_spec(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.model_dump(), "max_tokens": self.max_tokens}
+
+    def pieces(self, titles: pa.Array | list[str]) -> TokenizedChunk:
+        return tokenize(titles, self.tokenizer)
+
+    def fit(self, names: list[str], counts: np.ndarray) -> None:
+        """Nothing to fit: the encoder is frozen."""
+
+    def ids(self, names: list[str]) -> np.ndarray:
+        return np.zeros(len(names), dtype=np.int64)
+
+    @property
+    def vocab_size(self) -> int:
+        return 0
+
+    def encoder(self):
+        from prodcat.data.sentence import load_encoder
+
+        if self._encoder is None:
+            self._encoder = load_encoder(self.encoder_cfg)
+            self._dim = self._encoder.dim
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self.encoder()
+        return self._dim
+
+    def embed(self, titles: list[str]) -> np.ndarray:
+        """(N, D) vectors of raw titles, exactly as the cached ones were made."""
+        from prodcat.data.sentence import finish
+
+        size = self.encoder_cfg.encode_batch_size
+        parts = [
+            finish(self.encoder().embed(titles[i : i + size]), self.encoder_cfg.normalize)
+            for i in range(0, len(titles), size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+    def file_features(self, file) -> np.ndarray:
+        from prodcat.data.sentence import file_features
+
+        progress = _progress(file) if self.show_progress else None
+        vectors = file_features(file, self.encoder_cfg, self.encoder, progress)
+        self._dim = vectors.shape[1]
+        return vectors
+
+    def __call__(self, titles: list[str]) -> Batch:
+        import torch
+
+        from prodcat.data.batches import Batch
+
+        vectors = torch.from_numpy(self.embed(list(titles)))
+        n = len(vectors)
+        return Batch(
+            torch.zeros((n, 0), dtype=torch.int64),
+            torch.zeros(n, dtype=torch.int64),
+            None,
+            None,
+            vectors,
+        )
+
+    def save(self, folder: str | Path) -> None:
+        spec = {"kind": self.kind, "encoder": self.encoder_cfg.encoder, "dim": self.dim}
+        (Path(folder) / SPEC_FILE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, cfg: Config) -> SentenceFeaturizer:
+        featurizer = cls.from_config(cfg.data, cfg.model)
+        spec = json.loads((Path(folder) / SPEC_FILE).read_text(encoding="utf-8"))
+        featurizer._dim = spec["dim"]
+        return featurizer
+
+
+def _progress(file):
+    """A bar for encoding a file's titles, which takes minutes on a CPU."""
+    from rich.progress import Progress
+
+    state: dict[str, Any] = {}
+
+    def report(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = Progress(transient=True)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task(
+                f"vectors of {Path(file.source).name}", total=total
+            )
+        state["bar"].update(state["task"], completed=done)
+        if done >= total:
+            state["bar"].stop()
+
+    return report
+
+
+FEATURIZERS: dict[str, type[Featurizer]] = {
+    VocabularyFeaturizer.kind: VocabularyFeaturizer,
+    SentenceFeaturizer.kind: SentenceFeaturizer,
+}
 
 
 def _featurizer_class(kind: str) -> type[Featurizer]:
@@ -201,10 +334,10 @@ def make_featurizer(cfg: Config | DataConfig) -> Featurizer:
     """The unfitted featurizer the configured family needs (a word vocabulary by default)."""
     if isinstance(cfg, DataConfig):
         return VocabularyFeaturizer.from_config(cfg)
-    return _featurizer_class(cfg.model.featurizer).from_config(cfg.data)
+    return _featurizer_class(cfg.model.featurizer).from_config(cfg.data, cfg.model)
 
 
 def load_featurizer(folder: str | Path, cfg: Config) -> Featurizer:
     """The fitted featurizer saved in a model folder."""
     spec = json.loads((Path(folder) / SPEC_FILE).read_text(encoding="utf-8"))
-    return _featurizer_class(spec["kind"]).load(folder, cfg.data)
+    return _featurizer_class(spec["kind"]).load(folder, cfg)

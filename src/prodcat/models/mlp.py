@@ -22,9 +22,10 @@ class MLPClassifier(TextClassifier):
     def encode(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = padding_mask(lengths, embedded.shape[1]).unsqueeze(-1)
         pooled = []
-        if self.cfg.pooling in ("mean", "mean+max"):
+        if self.cfg.pooling in ("mean", "mean+max", "sqrt_sum"):
             total = (embedded * mask).sum(1)
-            pooled.append(total / lengths.clamp(min=1).unsqueeze(1).to(total.dtype))
+            count = lengths.clamp(min=1).unsqueeze(1).to(total.dtype)
+            pooled.append(total / (count.sqrt() if self.cfg.pooling == "sqrt_sum" else count))
         if self.cfg.pooling in ("max", "mean+max"):
             pooled.append(embedded.masked_fill(~mask, -1e4).amax(1) * (lengths > 0).unsqueeze(1))
         return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]

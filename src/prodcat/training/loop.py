@@ -85,6 +85,11 @@ def train(
     torch.manual_seed(t.seed)
 
     featurizer = splits.featurizer
+    if featurizer.kind != cfg.model.featurizer:
+        raise ConfigError(
+            f"the {cfg.model.family} family reads a {cfg.model.featurizer} featurizer, but the "
+            f"data was prepared with a {featurizer.kind} one (prepare_data(cfg) picks it)"
+        )
     checkpoint = load_checkpoint(output) if resume else None
     # A resumed model gets its weights from the checkpoint: no vectors to read.
     model = build_model(cfg, len(splits.labels), featurizer, initialise=checkpoint is None)

@@ -34,11 +34,13 @@ def default_output(cfg: Config) -> Path:
 def prepare_data(cfg: Config, rank: Rank | None = None) -> Splits:
     """The run's splits, encoded by the featurizer its family needs (files from `cfg.data`)."""
     show = cfg.training.progress and (rank or Rank.from_env()).main
+    featurizer = make_featurizer(cfg)
+    featurizer.show_progress = show
     splits = load_splits(
         cfg.data,
         cfg.data.train or bundled_sample(),
         progress=file_progress(show),
-        featurizer=make_featurizer(cfg),
+        featurizer=featurizer,
     )
     for line in splits.summary.lines():
         log.info(line)

