@@ -13,6 +13,11 @@ A featurizer does two things, and everything that encodes titles goes through bo
 counts. A family names the featurizer it needs (`ModelConfig.featurizer`); the model is built
 from it (`vocab_size`, `pad_id`). The featurizer's settings live in the run's config
 (`data.tokenizer`, `data.max_tokens`, ...); the model folder adds only what was fitted.
+
+A dense featurizer (`SentenceFeaturizer`, for frozen sentence encoders) gives one vector per
+title instead of ids: `file_features(file)` on the cache path (computed once, cached beside
+the file's pieces, which still index its rows) and `embed(titles)` on the predict path, the
+same encoder both ways.
 """
 
 from __future__ import annotations

@@ -347,6 +347,21 @@ def precompiled_charsmap(normalization: dict[int, str]) -> bytes:
     return struct.pack("<I", len(trie)) + trie + bytes(replacements)
 
 
+def _uncovered_characters(pieces: Iterable[str]) -> str:
+    """A regex character class matching any character that appears in none of the pieces."""
+    covered = sorted({ord(char) for piece in pieces for char in piece})
+    ranges: list[list[int]] = []
+    for codepoint in covered:
+        if ranges and codepoint == ranges[-1][1] + 1:
+            ranges[-1][1] = codepoint
+        else:
+            ranges.append([codepoint, codepoint])
+    members = "".join(
+        f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in ranges
+    )
+    return f"[^{members}]"
+
+
 def build_tokenizer(vocab: E5Vocabulary, keep: Sequence[int] | None = None):
     """A `tokenizers.Tokenizer` that splits text as the engine does (ids in `keep` order, if given).
 
@@ -382,9 +397,17 @@ def build_tokenizer(vocab: E5Vocabulary, keep: Sequence[int] | None = None):
             normalizers.Replace(Regex(" {2,}"), " "),
         ]
     )
-    # split=True is safe: no piece has an inner "▁", so per-word Viterbi equals the engine's
-    # whole-text Viterbi.
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(METASPACE, prepend_scheme="always")
+    # Splitting into words is safe: no piece has an inner "▁", so per-word Viterbi equals the
+    # engine's whole-text Viterbi. The engine gives each character no piece contains its own
+    # <unk>, where a Unigram model would fuse a run of them into one: isolating them first
+    # keeps the engine's count (no piece can span such a character anyway).
+    uncovered = _uncovered_characters([vocab.pieces[i] for i in ids if i != vocab.unk])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(METASPACE, prepend_scheme="always"),
+            pre_tokenizers.Split(Regex(uncovered), behavior="isolated"),
+        ]
+    )
     tokenizer.decoder = decoders.Metaspace(METASPACE, prepend_scheme="always")
     bos, eos = vocab.pieces[vocab.bos], vocab.pieces[vocab.eos]
     tokenizer.post_processor = processors.TemplateProcessing(
