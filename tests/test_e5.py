@@ -69,6 +69,19 @@ def test_precompiled_charsmap_maps_each_codepoint():
     assert normalizer.normalize_str("Celular\tＡ\u200bzul ñ") == "Celular Azul ñ"
 
 
+def test_tokenizer_splits_like_the_engine_on_a_toy_vocabulary():
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁", "▁ab", "a", "b", "!", "!!", "<mask>"]
+    scores = np.array([0, 0, 0, 0, -2, -1, -3, -3, -2, -2.5, 0], dtype=np.float32)
+    toy = E5Vocabulary(pieces, scores, 0, 2, 1, 3, normalization={0xFF21: "a", 0x09: " "})
+    tokenizer = build_tokenizer(toy)
+    # fullwidth A -> a, tab -> space, runs of spaces collapse, and each character no piece
+    # holds is its own <unk> (a plain Unigram model would fuse the two)
+    encoding = tokenizer.encode("Ａb\t  ☃☃ ab!")
+    assert encoding.ids == [0, 5, 4, 3, 3, 5, 8, 2]  # <s> ▁ab ▁ <unk> <unk> ▁ab ! </s>
+    pruned = build_tokenizer(toy, keep=[0, 1, 2, 3, 5, 8, 10])
+    assert pruned.encode("ab!").ids == [0, 4, 5, 2]
+
+
 def test_bad_model_file_is_a_data_error(tmp_path: Path):
     bad = tmp_path / "model.bin"
     bad.write_bytes(b"GGUF" + bytes(64))
