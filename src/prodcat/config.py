@@ -208,12 +208,15 @@ class EncoderConfig(ModelConfig):
     featurizer: ClassVar[str] = "sentence"
 
     family: Literal["encoder"] = "encoder"
-    encoder: Literal["use", "minilm", "transformers"] = Field(
+    encoder: Literal["use", "e5", "minilm", "transformers"] = Field(
         "use",
-        description="use: multilingual USE (512-d); minilm: English MiniLM (384-d); "
-        "transformers: the local folder encoder_path, mean-pooled",
+        description="use: multilingual USE (512-d); e5: multilingual E5-small (384-d); "
+        "minilm: English MiniLM (384-d); transformers: the local folder encoder_path",
     )
     encoder_path: Path | None = Field(None, description="a sentence-transformers folder")
+    text_prefix: str | None = Field(
+        None, description='put before each title (None: "query: " for e5, nothing otherwise)'
+    )
     max_length: int = Field(64, ge=1, description="pieces of a title the encoder reads")
     normalize: bool = Field(True, description="L2-normalise the vectors")
     encode_batch_size: int = Field(256, ge=1)

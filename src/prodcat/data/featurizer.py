@@ -210,8 +210,15 @@ class SentenceFeaturizer(Featurizer):
     kind = "sentence"
     dense = True
 
-    def __init__(self, tokenizer: TokenizerConfig, max_tokens: int, encoder: EncoderConfig):
+    def __init__(
+        self,
+        tokenizer: TokenizerConfig,
+        max_tokens: int,
+        encoder: EncoderConfig,
+        cache_root: Path | None = None,
+    ):
         self.tokenizer = tokenizer
+        self.cache_root = cache_root  # where imported encoders (E5) are kept
         self.max_tokens = max_tokens
         self.encoder_cfg = encoder
         self.show_progress = False  # a bar while a file's titles are encoded
@@ -222,7 +229,7 @@ class SentenceFeaturizer(Featurizer):
     def from_config(cls, data: DataConfig, model: ModelConfig | None = None) -> SentenceFeaturizer:
         if not isinstance(model, EncoderConfig):
             raise ProdcatError("the sentence featurizer needs the encoder family's config")
-        return cls(data.tokenizer, data.max_tokens, model)
+        return cls(data.tokenizer, data.max_tokens, model, data.cache_dir)
 
     def cache_spec(self) -> dict[str, Any]:
         return {"kind": VocabularyFeaturizer.kind, **self._word_spec()}
@@ -247,7 +254,7 @@ class SentenceFeaturizer(Featurizer):
         from prodcat.data.sentence import load_encoder
 
         if self._encoder is None:
-            self._encoder = load_encoder(self.encoder_cfg)
+            self._encoder = load_encoder(self.encoder_cfg, self.cache_root)
             self._dim = self._encoder.dim
         return self._encoder
 

