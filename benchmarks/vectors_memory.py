@@ -33,7 +33,7 @@ from prodcat.data.vectors import read_vectors
 path, vocab = sys.argv[1], json.loads(open(sys.argv[2]).read())
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
-rows = read_vectors(path, vocab, TokenizerConfig())
+rows = read_vectors(path, vocab, TokenizerConfig(numbers="keep"))  # words hold digits
 seconds = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": seconds, "peak_kb": peak, "baseline_kb": base,
