@@ -143,3 +143,21 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[i
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """A model folder trained once per session by `prodcat train` on the tiny test titles."""
+    from prodcat.cli.main import main
+    from tests.test_training import write_titles
+
+    root = tmp_path_factory.mktemp("small-model")
+    data = write_titles(root / "train.jsonl", rows_per_category=40)
+    args = ["train", "--train", str(data), "--output", str(root / "model"), "--no-track", "-q"]
+    settings = ["training.epochs=8", "training.lr=0.05", "model.embedding_dim=16"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRODCAT_CACHE", str(root / "cache"))
+        with pytest.raises(SystemExit) as done:
+            main(args + [x for s in settings for x in ("--set", s)])
+    assert done.value.code == 0
+    return root / "model"

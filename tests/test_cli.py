@@ -25,31 +25,8 @@ def prodcat(*args, cwd=None, env=None):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trained")
-    data = write_titles(root / "train.jsonl", rows_per_category=40)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRODCAT_CACHE", str(root / "cache"))
-        with pytest.raises(SystemExit) as done:
-            main(
-                [
-                    "train",
-                    "--train",
-                    str(data),
-                    "--output",
-                    str(root / "model"),
-                    "--no-track",
-                    "-q",
-                    "--set",
-                    "training.epochs=8",
-                    "--set",
-                    "training.lr=0.05",
-                    "--set",
-                    "model.embedding_dim=16",
-                ]
-            )
-    assert done.value.code == 0
-    return root
+def trained(small_model):
+    return small_model.parent
 
 
 def test_evaluate_prints_metrics_as_json(trained, tmp_path, monkeypatch, capsys):
@@ -78,8 +55,9 @@ def test_evaluate_names_an_unknown_category(trained, tmp_path, monkeypatch):
 def test_predict_shows_top_categories(trained, capsys):
     with pytest.raises(SystemExit):
         main(["predict", str(trained / "model"), "Placa Sonido Usb Behringer", "--top-k", "2"])
-    line = capsys.readouterr().out.strip()
-    assert line.startswith("Placa Sonido Usb Behringer\tSOUND_CARDS (")
+    header, line = capsys.readouterr().out.strip().splitlines()
+    assert header == "line,title,category_1,probability_1,category_2,probability_2"
+    assert line.startswith("1,Placa Sonido Usb Behringer,SOUND_CARDS,")
 
 
 def test_help_explains_every_command():
@@ -96,7 +74,7 @@ def test_help_explains_every_command():
     [
         (["train", "--train", "missing.csv", "--no-track"], "missing.csv: no such file"),
         (["train", "--set", "model.hidden_sise=3", "--no-track"], "model.hidden_sise"),
-        (["train", "--set", "model.family=transformer", "--no-track"], "unknown model family"),
+        (["train", "--set", "model.family=bert", "--no-track"], "unknown model family"),
         (["train", "--config", "nope.yaml"], "nope.yaml: no such config file"),
         (["evaluate", "no-model", "--data", "x.csv"], "not a model folder"),
     ],

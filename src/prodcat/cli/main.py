@@ -15,7 +15,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from prodcat.cli.course import course_help
-from prodcat.errors import ProdcatError
+from prodcat.cli.models import models_app
+from prodcat.errors import ConfigError, ProdcatError
 
 app = typer.Typer(
     help="Train, compare and serve neural classifiers of product titles.",
@@ -29,6 +30,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 vectors_app = typer.Typer(help="Train word vectors on title files.", no_args_is_help=True)
 app.add_typer(vectors_app, name="vectors")
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 out = Console()
 
@@ -190,15 +192,105 @@ def evaluate(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder written by `prodcat train`.")],
-    titles: Annotated[list[str], typer.Argument(help="Titles to classify.")],
-    top_k: Annotated[int, typer.Option(help="Show the k most likely categories.")] = 1,
+    titles: Annotated[
+        list[str] | None, typer.Argument(help="Titles to classify (or use --input).")
+    ] = None,
+    input: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Title file: CSV or JSON lines, plain or .gz, with the model's title column "
+            "(and an optional id column), e.g. the challenge's test.csv. '-' reads stdin: "
+            "JSON lines if its first line starts with '{', CSV if its first line is a header "
+            "naming the title column, else one title per line.",
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="File to write ('-' or none: stdout)."),
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="The k most likely categories of each title.")] = 1,
+    batch_size: Annotated[
+        int, typer.Option(help="Titles per model call (up to 256 take the fast path).")
+    ] = 256,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv: the id (or line), title, category_1, probability_1, ... columns; "
+            "jsonl: one object per title; submission: the challenge's id,category file.",
+        ),
+    ] = "csv",
 ) -> None:
-    """Predict the category of titles given on the command line."""
-    from prodcat.serving.predictor import Classifier
+    """Predict the categories of titles given as arguments, in a file or on stdin.
 
-    clf = Classifier.load(model)
-    for title, best in zip(titles, clf.predict_top_k(titles, top_k)):
-        print(f"{title}\t" + "  ".join(f"{c} ({p:.3f})" for c, p in best))
+    Rows keep the input's id, or its line (an argument's position) when it has none.
+
+    Input is read and written batch by batch; on a terminal, stderr shows titles/s.
+    """
+    from prodcat.serving.predict_files import run_predict
+
+    _setup_logging(quiet=True)
+    run_predict(model, titles or [], input, output, top_k, batch_size, fmt)
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `prodcat train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Server processes, each with its own copy of the model.")
+    ] = 1,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PRODCAT_API_KEY",
+            show_envvar=True,
+            help="Require this key in the X-API-Key header of /predict and /model.",
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int,
+        typer.Option(help="Most titles of concurrent requests run in one model call (1: off)."),
+    ] = 256,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(help="Longest a request waits for others to share its model call."),
+    ] = 5.0,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /model, docs at /docs.
+
+    Requests that arrive together are grouped into one model call (micro-batching).
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {port}")
+    for name, value, least in (("--workers", workers, 1), ("--max-batch", max_batch, 1)):
+        if value < least:
+            raise ConfigError(f"{name} must be at least {least}, got {value}")
+    if max_wait_ms < 0:
+        raise ConfigError(f"--max-wait-ms must be at least 0, got {max_wait_ms}")
+    try:
+        from prodcat.serving.app import serve as run_server
+    except ImportError as e:
+        raise ProdcatError(
+            f"prodcat serve needs the serve extra ({e.name} is missing): "
+            'pip install "prodcat[serve]"'
+        ) from None
+    _setup_logging(quiet=False)
+    run_server(
+        model,
+        host=host,
+        port=port,
+        workers=workers,
+        api_key=api_key or None,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        access_log=access_log,
+    )
 
 
 @data_app.command("prepare")

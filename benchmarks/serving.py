@@ -1,0 +1,313 @@
+"""Serving speed on real titles: offline titles/s and single-title latency, then the HTTP
+API's throughput and latency under concurrent clients, with micro-batching on and off.
+
+    .venv/bin/python benchmarks/serving.py                      # trains a small MLP first
+    .venv/bin/python benchmarks/serving.py --model runs/mlp     # or measures a model folder
+
+Without --model, an MLP (configs/mlp.yaml) is trained on ../shared/data/meli-es-51k.jsonl.gz
+with tracking off, into --work. Offline, with --threads torch threads (default 1, as training
+leaves it): `Classifier.predict` at batch sizes 1, 32 and 1024 next to the path it replaced
+(the Arrow tokenizer for every call, torch.no_grad), and one title's latency (p50/p99).
+Served: `prodcat serve` in a subprocess on 127.0.0.1, loaded by a keep-alive HTTP/1.1 client
+in this process (1, 8 and 64 connections, 1 and 32 titles per request), each run bounded by
+--requests and --seconds. The load generator and the server share the machine's cores, so
+served numbers are a floor.
+Results are printed and written to benchmarks/out/serving.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import itertools
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "meli-es-51k.jsonl.gz"
+
+
+def read_titles(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line)["title"] for line in f]
+
+
+def train_model(work: Path) -> Path:
+    from prodcat.config import build_config
+    from prodcat.training.run import run
+
+    output = work / "mlp"
+    cfg = build_config(
+        ROOT / "configs" / "mlp.yaml",
+        {
+            "data.train": str(SHARED),
+            "data.cache_dir": str(work / "cache"),
+            "tracking.enabled": False,
+            "training.progress": False,
+        },
+    )
+    started = time.perf_counter()
+    result = run(cfg, output)
+    print(
+        f"trained {result.family} on {result.train_rows:,} titles in "
+        f"{time.perf_counter() - started:.0f} s: test BAC {result.test.balanced_accuracy:.4f}"
+    )
+    return output
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    ms = np.asarray(seconds) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+# --- offline -------------------------------------------------------------------------------
+
+
+def offline(clf, titles: list[str]) -> dict:
+    def before(batch: list[str]) -> list[str]:
+        # What Classifier.predict did before the fast path: Arrow every call, no_grad.
+        with torch.no_grad():
+            ids = clf.model(clf.featurizer(batch)).argmax(1).tolist()
+        return [clf.labels.names[i] for i in ids]
+
+    for title in titles[:300]:
+        clf.predict(title)
+        before([title])
+    assert before(titles[:2000]) == clf.predict(titles[:2000]), "the two paths disagree"
+    results: dict = {"latency_ms": {}, "titles_per_second": {}}
+    one = titles[1000:3000]
+    for name, fn in (("before", lambda t: before([t])), ("now", clf.predict)):
+        times = []
+        for title in one:
+            started = time.perf_counter()
+            fn(title)
+            times.append(time.perf_counter() - started)
+        results["latency_ms"][name] = percentiles(times)
+    for size in (1, 32, 1024):
+        count = 2000 if size == 1 else 16384
+        batches = [titles[i : i + size] for i in range(5000, 5000 + count, size)]
+        for name, fn in (("before", before), ("now", clf.predict)):
+            started = time.perf_counter()
+            for batch in batches:
+                fn(batch)
+            rate = count / (time.perf_counter() - started)
+            results["titles_per_second"].setdefault(str(size), {})[name] = rate
+    return results
+
+
+# --- served --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`prodcat serve` in a subprocess, stopped on exit."""
+
+    def __init__(self, model: Path, max_batch: int, log: Path):
+        self.port = free_port()
+        self.log = open(log, "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "prodcat.cli.main", "serve", str(model)]
+            + ["--port", str(self.port), "--max-batch", str(max_batch), "--no-access-log"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def __enter__(self) -> Server:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: see {self.log.name}")
+            try:
+                self.get("/health")
+                return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("the server did not start in 120 s")
+
+    def get(self, path: str) -> dict:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+async def one_client(port: int, bodies, budget: dict, latencies: list, answers: list) -> None:
+    """A keep-alive connection sending requests one after another until the budget is spent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while budget["left"] > 0 and time.perf_counter() < budget["deadline"]:
+            budget["left"] -= 1
+            body = next(bodies)
+            head = (
+                "POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            started = time.perf_counter()
+            writer.write(head.encode() + body)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            payload = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if b" 200 " not in status:
+                budget["errors"] += 1
+            elif len(answers) < 5:
+                answers.append((body, payload))
+    finally:
+        writer.close()
+
+
+async def load(port, titles, clients, per_request, requests, seconds) -> dict:
+    """`requests` requests (or `seconds` of them) from `clients` concurrent connections."""
+    starts = (i % (len(titles) - per_request) for i in itertools.count(0, per_request))
+    bodies = (json.dumps({"titles": titles[j : j + per_request]}).encode() for j in starts)
+    budget = {"left": requests, "deadline": time.perf_counter() + seconds, "errors": 0}
+    latencies: list[float] = []
+    answers: list = []
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(one_client(port, bodies, budget, latencies, answers) for _ in range(clients))
+    )
+    elapsed = time.perf_counter() - started
+    p50, p99 = percentiles(latencies)
+    return {
+        "requests": len(latencies),
+        "errors": budget["errors"],
+        "seconds": elapsed,
+        "requests_per_second": len(latencies) / elapsed,
+        "titles_per_second": len(latencies) * per_request / elapsed,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "answers": answers,
+    }
+
+
+def served(model: Path, clf, titles: list[str], args, work: Path) -> dict:
+    results: dict = {}
+    for mode, max_batch in (("on", 256), ("off", 1)):
+        with Server(model, max_batch, work / f"server-{mode}.log") as server:
+            for clients in (1, 8, 64):
+                for per_request in (1, 32):
+                    asyncio.run(load(server.port, titles, clients, per_request, 50, 5.0))  # warm-up
+                    calls = server.get("/health")["model_calls"]
+                    run = asyncio.run(
+                        load(server.port, titles, clients, per_request, args.requests, args.seconds)
+                    )
+                    run["model_calls"] = server.get("/health")["model_calls"] - calls
+                    for body, payload in run.pop("answers"):
+                        sent = json.loads(body)["titles"]
+                        got = [
+                            p["categories"][0]["category"]
+                            for p in json.loads(payload)["predictions"]
+                        ]
+                        assert got == clf.predict(sent), "served answers differ from Classifier"
+                    results[f"{mode} {clients} {per_request}"] = run
+                    print(
+                        f"  batching {mode:>3}, {clients:>2} clients x {per_request:>2} titles: "
+                        f"{run['titles_per_second']:>8,.0f} titles/s  p50 {run['p50_ms']:6.2f} ms  "
+                        f"p99 {run['p99_ms']:6.2f} ms  ({run['requests']} requests, "
+                        f"{run['model_calls']} model calls, {run['errors']} errors)",
+                        flush=True,
+                    )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="a model folder (default: train an MLP)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/prodcat-bench-serving"))
+    parser.add_argument("--requests", type=int, default=3000, help="most requests per run")
+    parser.add_argument("--seconds", type=float, default=4.0, help="longest run")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "serving.json")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for the offline part (training sets 1, as configs/mlp.yaml)",
+    )
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PRODCAT_CACHE", str(args.work / "cache"))
+
+    from prodcat import Classifier
+
+    model = args.model or train_model(args.work)
+    torch.set_num_threads(args.threads)
+    clf = Classifier.load(model)
+    titles = read_titles(SHARED)
+    load_avg = os.getloadavg()[0]
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), load {load_avg:.1f}"
+    )
+
+    print("offline (Classifier.predict; before = Arrow tokenizer every call, no_grad):")
+    off = offline(clf, titles)
+    (b50, b99), (n50, n99) = off["latency_ms"]["before"], off["latency_ms"]["now"]
+    print(
+        f"  one title: before p50 {b50:.3f} ms p99 {b99:.3f} ms | "
+        f"now p50 {n50:.3f} ms p99 {n99:.3f} ms | {b50 / n50:.1f}x faster at p50"
+    )
+    for size, rates in off["titles_per_second"].items():
+        print(
+            f"  batch {size:>4}: before {rates['before']:>9,.0f} titles/s | "
+            f"now {rates['now']:>9,.0f} titles/s | {rates['now'] / rates['before']:.1f}x"
+        )
+
+    print("served (prodcat serve, 1 worker; the load generator shares the cores):")
+    web = served(model, clf, titles, args, args.work)
+    print()
+    print(
+        "| clients | titles/request | on: titles/s | on: p50 / p99 ms | off: titles/s "
+        "| off: p50 / p99 ms | titles/s on/off | p50 on/off |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for clients in (1, 8, 64):
+        for per_request in (1, 32):
+            on, off_ = web[f"on {clients} {per_request}"], web[f"off {clients} {per_request}"]
+            print(
+                f"| {clients} | {per_request} | {on['titles_per_second']:,.0f} | "
+                f"{on['p50_ms']:.2f} / {on['p99_ms']:.2f} | {off_['titles_per_second']:,.0f} | "
+                f"{off_['p50_ms']:.2f} / {off_['p99_ms']:.2f} | "
+                f"{on['titles_per_second'] / off_['titles_per_second']:.2f}x | "
+                f"{on['p50_ms'] / off_['p50_ms']:.2f}x |"
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"load": load_avg, "offline": off, "served": web, "model": str(model)}, indent=1)
+    )
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
