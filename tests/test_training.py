@@ -274,3 +274,47 @@ def test_resume_trains_on_after_an_early_stop(tmp_path):
     more = small_config(tmp_path, **{**overrides, "training.epochs": ran + 2})
     resumed = train(more, splits, tmp_path / "run", resume=True)
     assert len(resumed.history) > ran
+
+
+def test_sigterm_stops_a_run_marks_it_killed_and_it_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=100)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["train", "--train", str(data), "--output", str(tmp_path / "run"), "-q"]
+    settings = {
+        "training.epochs": 200,
+        "training.batch_size": 4,
+        "model.embedding_dim": 16,
+        "tracking.uri": uri,
+        "data.cache_dir": str(tmp_path / "c"),
+    }
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    command = [sys.executable, "-m", "prodcat", *args]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "terminated" in err and "--resume" in err and "Traceback" not in err
+
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("prodcat").experiment_id])
+    assert run.info.status == "KILLED"
+    from prodcat.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run")["state"]["run_id"] == run.info.run_id
+
+    resumed = [c.replace("training.epochs=200", "training.epochs=2") for c in command]
+    done = subprocess.run([*resumed, "--resume"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run = client.get_run(run.info.run_id)  # the same MLflow run, continued and closed
+    assert run.info.status == "FINISHED"

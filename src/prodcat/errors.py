@@ -37,3 +37,7 @@ class DataError(ProdcatError):
         if field is not None:
             prefix += f"field '{field}': "
         super().__init__(prefix + problem)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `timeout`, a container runtime) stops a run as Ctrl-C does."""

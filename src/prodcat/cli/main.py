@@ -16,7 +16,7 @@ from rich.table import Table
 
 from prodcat.cli.course import course_help
 from prodcat.cli.models import models_app
-from prodcat.errors import ConfigError, ProdcatError
+from prodcat.errors import ConfigError, ProdcatError, Terminated
 
 app = typer.Typer(
     help="Train, compare and serve neural classifiers of product titles.",
@@ -425,9 +425,35 @@ def main(argv: list[str] | None = None) -> None:
         # A folder that cannot be written, a full disk: the environment, not a bug.
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _stopped(e, args)
+    except SystemExit as e:
+        # Typer turns a KeyboardInterrupt into exit code 130 itself; the cause is in the chain.
+        if e.code == 130:
+            _stopped(e, args)
+        raise
+
+
+def _stopped(error: BaseException, args: list[str]) -> None:
+    """Exit as shells report a process a signal stopped: 128 + the signal's number."""
+    terminated = _caused_by_terminate(error)
+    console.print(("terminated" if terminated else "interrupted") + _resume_hint(args))
+    sys.exit(143 if terminated else 130)
+
+
+def _caused_by_terminate(error: BaseException | None) -> bool:
+    # Click re-raises a KeyboardInterrupt of its own; the Terminated is in its chain.
+    while error is not None:
+        if isinstance(error, Terminated):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _resume_hint(args: list[str]) -> str:
+    if args[:1] != ["train"]:
+        return ""
+    return ": the last checkpoint is kept; continue with `prodcat train ... --resume`"
 
 
 if __name__ == "__main__":

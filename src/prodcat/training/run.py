@@ -8,7 +8,10 @@ caller's callbacks, return the typed result. The CLI only parses options and pri
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from prodcat.config import Config
 from prodcat.data.dataset import Splits, load_splits
 from prodcat.data.featurizer import make_featurizer
 from prodcat.data.readers import bundled_sample
+from prodcat.errors import Terminated
 from prodcat.tracking.tracker import make_tracker
 from prodcat.training.callbacks import Callback
 from prodcat.training.loop import train
@@ -64,7 +68,26 @@ def run(
     `prepare_data(cfg)`.
     """
     output = Path(output) if output is not None else default_output(cfg)
-    splits = splits if splits is not None else prepare_data(cfg, rank)
-    tracker = make_tracker(cfg.tracking, parent_run_id)
-    listeners = [*callbacks, *([tracker] if tracker else [])]
-    return train(cfg, splits, output, listeners, resume=resume, rank=rank)
+    with terminate_as_interrupt():
+        splits = splits if splits is not None else prepare_data(cfg, rank)
+        tracker = make_tracker(cfg.tracking, parent_run_id)
+        listeners = [*callbacks, *([tracker] if tracker else [])]
+        return train(cfg, splits, output, listeners, resume=resume, rank=rank)
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """Turn SIGTERM into `Terminated` (a KeyboardInterrupt) while a run trains, so the loop
+    stops at the batch it is in, marks the tracked run KILLED and keeps its checkpoint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
