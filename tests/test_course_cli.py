@@ -124,10 +124,12 @@ def test_course_lstm_command_line(course_data, flags):
     assert "family: lstm" in config and "hidden_size: 64" in config and "num_layers: 1" in config
 
 
-def test_bert_is_not_yet_supported(course_data, capsys):
-    assert run(CNN_COMMAND.replace("--classifier CNN", "--classifier BERT")) == 2
+def test_bert_with_a_missing_model_folder_is_one_line(course_data, capsys):
+    # --classifier BERT runs end to end in tests/test_transformer.py (a tiny local BERT).
+    command = CNN_COMMAND.replace("--classifier CNN", "--classifier BERT --bert-model nowhere")
+    assert run(command) == 2
     err = capsys.readouterr().err
-    assert "not yet supported" in err and "Traceback" not in err
+    assert "nowhere: not a transformers model folder" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("name", COURSE_LINES)
