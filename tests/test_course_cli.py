@@ -168,3 +168,17 @@ def test_python_dash_m_prodcat_runs_a_course_line(course_data):
     done = subprocess.run(command + ["-q", "--no-track"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "test" in done.stdout and "model folder" in done.stdout
+
+
+def test_a_course_id_model_predicts_raw_titles_as_it_scores_the_files(course_data):
+    from prodcat import Classifier
+
+    assert run(f"train {COURSE_LINES['mlp-1']} --epochs 20 --output model") == 0
+    clf = Classifier.load(course_data / "model")
+    test_file = course_data / "data" / "meli-challenge-2019" / "spanish.test.jsonl.gz"
+    scored = clf.evaluate(test_file)
+    with gzip.open(test_file, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    predicted = clf.predict([r["title"] for r in rows])
+    accuracy = sum(p == r["category"] for p, r in zip(predicted, rows)) / len(rows)
+    assert accuracy == pytest.approx(scored["accuracy"]) and accuracy > 0.9
