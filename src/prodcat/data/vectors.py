@@ -12,7 +12,6 @@ the first (most frequent) spelling of a word wins.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from prodcat.config import DataConfig, TokenizerConfig
-from prodcat.data.readers import TableReader
+from prodcat.data.readers import TableReader, open_text
 from prodcat.data.text import normalize_tokens, tokenize
 from prodcat.errors import DataError
 
@@ -57,14 +56,8 @@ class PretrainedRows:
         return out
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
 def _lines(path: Path) -> Iterator[str]:
-    opener = gzip.open if _is_gzip(path) else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    with open_text(path) as f:  # gzip or plain, as every other input file
         yield from f
 
 
