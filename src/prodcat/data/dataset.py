@@ -279,15 +279,17 @@ def labelled_split(
     featurizer: Featurizer,
     labels: LabelMap,
     cfg: DataConfig,
+    remap: np.ndarray | None = None,
 ) -> Split:
-    """A split of `file` in a model's input and label space."""
+    """A split of `file` in a model's input and label space (`remap`: `model_ids(file,
+    featurizer)` when the caller has it already)."""
     return Split(
         name=name,
         file=file,
         rows=rows,
         labels=_model_labels(file, rows, labels, name),
         weights=_row_weights(file, rows, cfg),
-        remap=model_ids(file, featurizer),
+        remap=model_ids(file, featurizer) if remap is None else remap,
         features=featurizer.file_features(file) if featurizer.dense else None,
     )
 
@@ -352,22 +354,25 @@ def load_splits(
     present = np.unique(train_file.labels[train_rows])
     labels = LabelMap(sorted(label_names[i] for i in present))
     featurizer.fit(train_file.vocabulary, piece_counts(train_file, train_rows))
+    train_remap = model_ids(train_file, featurizer)  # shared by the splits carved from it
     splits: dict[str, Split | None] = {
-        "train": labelled_split("train", train_file, train_rows, featurizer, labels, cfg)
+        "train": labelled_split(
+            "train", train_file, train_rows, featurizer, labels, cfg, train_remap
+        )
     }
     for role, path in held_out.items():
         if path is None:
-            file, rows = train_file, carved[role]
+            file, rows, remap = train_file, carved[role], train_remap
             if len(rows) == 0:
                 splits[role] = None
                 continue
         else:
-            file, rows = encoded(path, role)
+            (file, rows), remap = encoded(path, role), None
         limit = getattr(cfg, f"{role}_max_rows")
         before = len(rows)
         rows = _sample(rows, limit, cfg.seed + 1)
         summary.drop(f"over {role}_max_rows", before - len(rows))
-        splits[role] = labelled_split(role, file, rows, featurizer, labels, cfg)
+        splits[role] = labelled_split(role, file, rows, featurizer, labels, cfg, remap)
     if splits["validation"] is None:
         raise DataError(
             "no validation rows: give a validation file or a validation_size above 0", train
