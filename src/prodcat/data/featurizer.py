@@ -59,6 +59,7 @@ class Featurizer:
     unk_id: int = 1
     max_tokens: int
     dense: ClassVar[bool] = False  # gives one vector per title (`file_features`), not ids
+    show_progress: bool = False  # a bar for long encoding work (sentence encoders)
 
     @classmethod
     def from_config(cls, data: DataConfig, model: ModelConfig | None = None) -> Featurizer:
@@ -231,7 +232,6 @@ class SentenceFeaturizer(Featurizer):
         self.cache_root = cache_root  # where imported encoders (E5) are kept
         self.max_tokens = max_tokens
         self.encoder_cfg = encoder
-        self.show_progress = False  # a bar while a file's titles are encoded
         self._encoder = None
         self._dim: int | None = None
 
@@ -242,10 +242,8 @@ class SentenceFeaturizer(Featurizer):
         return cls(data.tokenizer, data.max_tokens, model, data.cache_dir)
 
     def cache_spec(self) -> dict[str, Any]:
-        return {"kind": VocabularyFeaturizer.kind, **self._word_spec()}
-
-    def _word_spec(self) -> dict[str, Any]:
-        return {"tokenizer": self.tokenizer.model_dump(), "max_tokens": self.max_tokens}
+        # The word featurizer's pieces, so the token cache is shared with the word families.
+        return VocabularyFeaturizer(self.tokenizer, self.max_tokens).cache_spec()
 
     def pieces(self, titles: pa.Array | list[str]) -> TokenizedChunk:
         return tokenize(titles, self.tokenizer)

@@ -561,18 +561,15 @@ def embed_titles(
     E5 expects a prefix: "query: " for features, search queries and similarity, "passage: "
     for documents to retrieve.
     """
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from prodcat.data.sentence import TransformersEncoder
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModel.from_pretrained(str(folder)).eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(titles), batch_size):
-            batch = [prefix + t for t in titles[start : start + batch_size]]
-            enc = tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
-            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.last_hidden_state.dtype)
-            pooled = (hidden.last_hidden_state * mask).sum(1) / mask.sum(1)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
+    # The encoder family's mean pooling; 512 pieces: the model's own limit.
+    encoder = TransformersEncoder(Path(folder), max_length=512, prefix=prefix)
+    out = [
+        encoder.embed(list(titles[start : start + batch_size]))
+        for start in range(0, len(titles), batch_size)
+    ]
+    if not out:
+        return np.zeros((0, encoder.dim), np.float32)
+    pooled = np.concatenate(out)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
