@@ -87,6 +87,11 @@ class DataConfig(StrictModel):
     )
     label_quality: Literal["reliable", "unreliable"] | None = None
     max_rows: int | None = Field(None, ge=1, description="seeded random sample of training rows")
+    split_sampled: bool = Field(
+        False,
+        description="with max_rows: sample max_rows rows first and split validation and test "
+        "off the sample (the comparison study's protocol); else max_rows caps training rows",
+    )
     validation_max_rows: int | None = Field(None, ge=1)
     test_max_rows: int | None = Field(None, ge=1)
     validation_size: Size = Field(0.1, ge=0, description="split off when no validation file")
@@ -264,7 +269,10 @@ class TrainingConfig(StrictModel):
     grad_clip: float | None = Field(1.0, gt=0)
     gradient_accumulation: int = Field(1, ge=1, description="batches per optimizer step")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    patience: int | None = Field(3, ge=1, description="epochs without a better validation BAC")
+    monitor: Literal["bac", "loss"] = Field(
+        "bac", description="what picks the best epoch and stops early: validation BAC or loss"
+    )
+    patience: int | None = Field(3, ge=1, description="epochs without a better monitored value")
     seed: int = 0
     checkpoint_minutes: float | None = Field(
         10.0, gt=0, description="also checkpoint inside an epoch this often (None: per epoch only)"
@@ -284,6 +292,7 @@ class TrackingConfig(StrictModel):
     )
     experiment: str = "prodcat"
     run_name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict, description="set on the run")
 
 
 class Config(StrictModel):

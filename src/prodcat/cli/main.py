@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from prodcat.cli.compare import register as register_compare
 from prodcat.cli.course import course_help
 from prodcat.cli.models import models_app
 from prodcat.errors import ConfigError, ProdcatError, Terminated
@@ -31,6 +32,7 @@ app.add_typer(data_app, name="data")
 vectors_app = typer.Typer(help="Train word vectors on title files.", no_args_is_help=True)
 app.add_typer(vectors_app, name="vectors")
 app.add_typer(models_app, name="models")
+register_compare(app)
 console = Console(stderr=True)
 out = Console()
 

@@ -329,6 +329,11 @@ def load_splits(
         return file, filter_rows(file, cfg, summary)
 
     train_file, pool = encoded(train, "train")
+    if cfg.split_sampled and cfg.max_rows is not None and len(pool) > cfg.max_rows:
+        before = len(pool)
+        _, kept, _ = stratified_split(train_file.labels[pool], [before - cfg.max_rows], cfg.seed)
+        pool = pool[kept]
+        summary.drop("over max_rows (before splitting)", before - len(pool))
     held_out = {"validation": validation, "test": test}
     sizes = {
         role: as_size(getattr(cfg, f"{role}_size"), len(pool))
@@ -342,7 +347,7 @@ def load_splits(
     train_rows = pool[train_rows]
     summary.unsplit_categories = unsplit
     before = len(train_rows)
-    if cfg.max_rows is not None and len(train_rows) > cfg.max_rows:
+    if not cfg.split_sampled and cfg.max_rows is not None and len(train_rows) > cfg.max_rows:
         # A stratified sample: every category keeps at least one training row.
         _, kept, _ = stratified_split(
             train_file.labels[train_rows], [len(train_rows) - cfg.max_rows], cfg.seed

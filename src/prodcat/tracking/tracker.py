@@ -137,7 +137,11 @@ def make_tracker(
     if not tracking_cfg.enabled:
         return None
     return MlflowTracker(
-        tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.run_name, parent_run_id
+        tracking_cfg.uri,
+        tracking_cfg.experiment,
+        tracking_cfg.run_name,
+        parent_run_id,
+        tags=tracking_cfg.tags,
     )
 
 

@@ -26,7 +26,7 @@ class RunState:
     """The progress of a run: saved in every checkpoint, restored on resume."""
 
     epoch: int = 0  # epochs completed
-    best_score: float = -1.0  # best validation balanced accuracy so far
+    best_score: float = float("-inf")  # best monitored value so far (BAC, or minus the loss)
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best one (early stopping's count)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -55,6 +55,7 @@ class RunInfo:
     state: RunState
     resumed: bool = False
     init_report: dict[str, float] = field(default_factory=dict)  # e.g. vectors' coverage
+    optimizer: Any = None  # to read the learning rate a step used; callbacks never step it
 
 
 class Callback:
@@ -102,7 +103,7 @@ class Callbacks(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop after `patience` epochs without a better validation balanced accuracy."""
+    """Stop after `patience` epochs without a better monitored value (`training.monitor`)."""
 
     def __init__(self, patience: int):
         self.patience = patience

@@ -119,6 +119,7 @@ def train(
     events = Callbacks(listeners, main=rank.main)
     run = RunInfo(cfg, splits, output, device, rank, state, resumed=checkpoint is not None)
     run.init_report = model.init_report
+    run.optimizer = optimizer
     if rank.main and model.init_report:
         log.info(
             "pretrained vectors: " + ", ".join(f"{k} {v:.4g}" for k, v in model.init_report.items())
@@ -145,9 +146,10 @@ def train(
             val, _ = evaluate_split(model, splits.validation, t.eval_batch_size, device, autocast)
             record.update({f"validation_{k}": v for k, v in val.items() if k != "rows"})
             state.history.append(record)
-            state.improved = val["balanced_accuracy"] > state.best_score
+            score = val["balanced_accuracy"] if t.monitor == "bac" else -val["loss"]
+            state.improved = score > state.best_score
             if state.improved:
-                state.best_score, state.best_epoch = val["balanced_accuracy"], epoch
+                state.best_score, state.best_epoch = score, epoch
                 best_weights = _copy_weights(model)
             state.epoch = epoch
             events.on_epoch_end(run, record)
@@ -202,9 +204,8 @@ def _restore(checkpoint, model, optimizer, schedule, output) -> tuple[RunState, 
         torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
     state = RunState.from_dict(checkpoint["state"])
     log.info(
-        "resumed from epoch %d (best BAC %.4f at epoch %d)",
+        "resumed from epoch %d (best epoch so far: %d)",
         state.epoch,
-        state.best_score,
         state.best_epoch,
     )
     return state, checkpoint["best_weights"]
@@ -255,6 +256,7 @@ def _train_epoch(
     last_save = time.perf_counter()
     total = parts.splits.train.num_batches(t.batch_size, run.rank.world)
     accumulate = t.gradient_accumulation
+    lr = optimizer.param_groups[0]["lr"]  # the rate the epoch's first step uses
     optimizer.zero_grad(set_to_none=True)
     with progress_bar(t.progress and run.rank.main) as bar:
         task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=total, completed=first, info="")
@@ -303,7 +305,7 @@ def _train_epoch(
         "train_loss": float(loss_sum / weight_sum.clamp(min=1e-12)),
         "epoch_seconds": seconds,
         "train_titles_per_second": seen / max(seconds, 1e-9),
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": lr,
     }
 
 
