@@ -1,0 +1,103 @@
+"""`prodcat compare`, `prodcat report` and `prodcat tune`: many runs, one answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override a config value of every run: --set training.epochs=2."
+    ),
+]
+AlphaOpt = Annotated[
+    float, typer.Option(help="Significance level of the tests (after Holm's adjustment).")
+]
+
+
+def compare(
+    sweep_file: Annotated[
+        Path, typer.Argument(help="Sweep file: a base config, named variants, repeats.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Folder for the runs and the report. Default: runs/EXPERIMENT."
+        ),
+    ] = None,
+    overrides: SetOpt = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", "-v", help="Run only this variant (repeatable)."),
+    ] = None,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    alpha: AlphaOpt = 0.05,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the table.")] = (
+        False
+    ),
+) -> None:
+    """Train every variant of a sweep file REPEATS times and compare them: a table (mean ±
+    std of test BAC, accuracy, macro-F1, time, epochs, parameters, significance against the
+    best) and a self-contained HTML report with plots.
+
+    Each run is a model folder OUTPUT/runs/VARIANT/rN and an MLflow run tagged with its
+    variant, repeat and the sweep's tags, nested under the sweep's run. Run it again after a
+    stop: finished runs are kept, an interrupted one resumes from its checkpoint.
+    """
+    from prodcat.cli.main import _setup_logging
+    from prodcat.compare.report import compare as summarise
+    from prodcat.compare.report import markdown_table, write_report
+    from prodcat.compare.runs import records_from_sweep
+    from prodcat.compare.sweep import Sweep, run_sweep
+
+    _setup_logging(quiet)
+    sweep = Sweep.load(sweep_file)
+    output = output or Path("runs") / sweep.experiment
+    settings = list(overrides or []) + (["tracking.enabled=false"] if no_track else [])
+    done = run_sweep(sweep, output, overrides=settings, variants=variant, progress=not quiet)
+    comparison = summarise(records_from_sweep(done), sweep.experiment, alpha=alpha)
+    path = write_report(comparison, output)
+    out.print(markdown_table(comparison), markup=False, highlight=False)
+    console.print(f"report: {path}", highlight=False)
+
+
+def report(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the sweep.")],
+    store: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MLflow tracking URI to read (repeatable: stores of several machines are "
+            "merged). Default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the tables and report.html.")
+    ] = Path("report"),
+    alpha: AlphaOpt = 0.05,
+) -> None:
+    """Rebuild a comparison's table and HTML report from MLflow alone (runs tagged with a
+    variant, e.g. by `prodcat compare`), merging several stores."""
+    from prodcat.compare.report import compare as summarise
+    from prodcat.compare.report import markdown_table, write_report
+    from prodcat.compare.runs import records_from_mlflow
+    from prodcat.tracking.tracker import tracking_uri
+
+    stores = store or [tracking_uri()]
+    records = records_from_mlflow(experiment, stores, output / "runs")
+    comparison = summarise(records, experiment, alpha=alpha)
+    path = write_report(comparison, output)
+    out.print(markdown_table(comparison), markup=False, highlight=False)
+    console.print(f"report: {path}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the `prodcat` app."""
+    app.command()(compare)
+    app.command()(report)

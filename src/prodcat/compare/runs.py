@@ -1,0 +1,167 @@
+"""The runs a comparison reads: from a sweep's folders, or from one or more MLflow stores.
+
+Either way a run is its `RunResult` (metrics.json: test scores, per-epoch history, time,
+device, parameters), its tags (variant, repeat, the user's) and, when kept, its
+`predictions.parquet`, which the row-level significance test and the per-category view need.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from prodcat.errors import ConfigError
+from prodcat.evaluation.evaluate import PREDICTIONS_FILE
+from prodcat.training.result import METRICS_FILE, RunResult
+
+log = logging.getLogger(__name__)
+
+# Tags the sweep itself sets; the others are the user's (language, dim, ...).
+SWEEP_TAGS = ("sweep", "variant", "repeat")
+
+
+@dataclass
+class RunRecord:
+    """One finished run of a comparison."""
+
+    variant: str
+    repeat: int
+    result: RunResult
+    tags: dict[str, str] = field(default_factory=dict)
+    predictions: Path | None = None  # predictions.parquet of the test rows
+    source: str = ""  # the model folder, or the store and run id
+
+    @property
+    def user_tags(self) -> dict[str, str]:
+        return {k: v for k, v in self.tags.items() if k not in SWEEP_TAGS}
+
+    @property
+    def scores(self):
+        """Test scores, or validation ones for a run without a test split."""
+        return self.result.test or self.result.validation
+
+
+def records_from_sweep(done) -> list[RunRecord]:
+    """Records of `run_sweep`'s (PlannedRun, RunResult) pairs."""
+    out = []
+    for planned, result in done:
+        path = Path(planned.folder) / PREDICTIONS_FILE
+        out.append(
+            RunRecord(
+                planned.variant,
+                planned.repeat,
+                result,
+                dict(planned.tags),
+                path if path.is_file() else None,
+                str(planned.folder),
+            )
+        )
+    return out
+
+
+def records_from_mlflow(
+    experiment: str, stores: list[str], download_to: Path | None = None
+) -> list[RunRecord]:
+    """Every finished run of `experiment` with a `variant` tag in the given stores (URIs of
+    MLflow tracking stores: sqlite:///..., a folder, http://...), merged; the same run found
+    twice is counted once."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    download_to = Path(download_to or tempfile.mkdtemp(prefix="prodcat-report-"))
+    records, seen = [], set()
+    found_experiment = False
+    for uri in stores:
+        client = mlflow.MlflowClient(uri)
+        try:
+            exp = client.get_experiment_by_name(experiment)
+        except MlflowException as e:
+            raise ConfigError(f"{uri}: cannot read this MLflow store: {e}") from None
+        if exp is None:
+            log.warning("%s: no experiment named '%s'", uri, experiment)
+            continue
+        found_experiment = True
+        runs = client.search_runs(
+            [exp.experiment_id], filter_string="attributes.status = 'FINISHED'"
+        )
+        for run in runs:
+            tags = run.data.tags
+            if "variant" not in tags or run.info.run_id in seen:
+                continue
+            seen.add(run.info.run_id)
+            folder = download_to / run.info.run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            metrics = _download(client, run.info.run_id, METRICS_FILE, folder)
+            if metrics is None:
+                log.warning("run %s (%s) has no %s: skipped", run.info.run_id, uri, METRICS_FILE)
+                continue
+            records.append(
+                RunRecord(
+                    tags["variant"],
+                    int(tags.get("repeat", 0)),
+                    RunResult.load(folder),
+                    {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+                    _download(client, run.info.run_id, PREDICTIONS_FILE, folder),
+                    f"{uri}#{run.info.run_id}",
+                )
+            )
+    if not found_experiment:
+        raise ConfigError(f"no experiment named '{experiment}' in {', '.join(stores)}")
+    if not records:
+        raise ConfigError(f"experiment '{experiment}' has no finished run with a variant tag")
+    return records
+
+
+def _download(client, run_id: str, name: str, folder: Path) -> Path | None:
+    """The run's artifact `name` (logged under model/), or None when it has none."""
+    for artifact_path in (f"model/{name}", name):
+        try:
+            local = client.download_artifacts(run_id, artifact_path, str(folder))
+        except Exception:  # MLflow raises several types for a missing artifact
+            continue
+        return Path(local)
+    return None
+
+
+@dataclass
+class TestRows:
+    """The test rows every compared run predicted, in one order: true and top-1 class ids."""
+
+    categories: list[str]  # class id -> name
+    y: np.ndarray  # (rows,) true class ids
+    predicted: dict[tuple[str, int], np.ndarray]  # (variant, repeat) -> (rows,) top-1 ids
+
+
+def shared_test_rows(records: list[RunRecord]) -> TestRows | None:
+    """Align the runs' predictions on the test rows they all scored (by source line), or
+    None when some run kept no predictions or the runs share no rows."""
+    if not records or any(r.predictions is None for r in records):
+        return None
+    tables = {}
+    for r in records:
+        table = pq.read_table(r.predictions, columns=["line", "category", "predicted"])
+        lines = table.column("line").to_numpy()
+        first = [p[0] if p else "" for p in table.column("predicted").to_pylist()]
+        tables[(r.variant, r.repeat)] = (lines, table.column("category").to_pylist(), first)
+    common = None
+    for lines, _, _ in tables.values():
+        common = lines if common is None else np.intersect1d(common, lines)
+    if common is None or len(common) == 0:
+        return None
+    names: dict[str, int] = {}
+    y = None
+    predicted = {}
+    for key, (lines, truth, first) in tables.items():
+        order = np.argsort(lines, kind="stable")
+        where = order[np.searchsorted(lines[order], common)]
+        if y is None:
+            y = np.array([names.setdefault(truth[i], len(names)) for i in where], dtype=np.int64)
+        predicted[key] = np.array(
+            [names.setdefault(first[i], len(names)) for i in where], dtype=np.int64
+        )
+    return TestRows(list(names), y, predicted)

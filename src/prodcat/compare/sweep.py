@@ -1,0 +1,314 @@
+"""`prodcat compare SWEEP.yaml`: named variants x repeats, each one `run()`, resumable.
+
+A sweep file names a base config, the variants (a config file and/or `--set` overrides, and
+tags such as the encoder's language) and the number of repeats. Repeat r of a variant trains
+with `training.seed + r` on the same data split (`data.seed` is not varied), so every run of
+the sweep is scored on the same test rows and runs can be compared row by row.
+
+Each run is a model folder `OUTPUT/runs/VARIANT/rN` and an MLflow run nested under the
+sweep's run. A folder holding `metrics.json` is finished and never trained again; one with
+only a checkpoint is resumed from it, so a killed sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prodcat.config import Config, build_config
+from prodcat.errors import ConfigError
+from prodcat.training.callbacks import Callback, RunInfo
+from prodcat.training.checkpoint import CHECKPOINT
+from prodcat.training.result import METRICS_FILE, RunResult
+
+log = logging.getLogger(__name__)
+
+SWEEP_STATE = "sweep.json"  # the sweep's MLflow run id, so a resumed sweep reopens it
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VectorsSpec(_Strict):
+    """Word vectors trained before any run on the training file of the first variant that
+    reads them, tokenised as that variant tokenises (no labels read)."""
+
+    dim: int = Field(ge=1)
+    algorithm: str = "fasttext"
+    epochs: int = Field(5, ge=1)
+    min_count: int = Field(2, ge=1)
+
+
+class Variant(_Strict):
+    """One model setting of the sweep."""
+
+    config: Path | None = Field(None, description="config file (default: the sweep's)")
+    set: list[str] = Field(default_factory=list, description="overrides after the sweep's")
+    tags: dict[str, str] = Field(default_factory=dict)
+    repeats: int | None = Field(None, ge=1, description="default: the sweep's")
+
+
+class Sweep(_Strict):
+    """A sweep file: a base config, named variants and how many times to train each."""
+
+    experiment: str = Field(description="the MLflow experiment (and the report's title)")
+    description: str = ""
+    config: Path | None = Field(None, description="base config file of every variant")
+    set: list[str] = Field(default_factory=list, description="overrides of every variant")
+    repeats: int = Field(3, ge=1, description="runs per variant, seeds training.seed + r")
+    tags: dict[str, str] = Field(default_factory=dict, description="on every run")
+    vectors: dict[str, VectorsSpec] = Field(
+        default_factory=dict, description="referred to as @vectors/NAME in overrides"
+    )
+    variants: dict[str, Variant]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Sweep:
+        """Read and check a sweep file; its relative paths are tried from the current folder
+        first, then from the file's folder."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such sweep file")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a sweep file is a mapping (experiment, variants, ...)")
+        try:
+            sweep = cls.model_validate(tree)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        if not sweep.variants:
+            raise ConfigError(f"{path}: variants: list at least one")
+        sweep._folder = path.resolve().parent
+        return sweep
+
+    _folder: Path | None = None
+
+    def resolve(self, path: Path) -> Path:
+        if path.is_absolute() or path.exists() or self._folder is None:
+            return path
+        beside = self._folder / path
+        return beside if beside.exists() else path
+
+
+@dataclass
+class PlannedRun:
+    """One (variant, repeat) of a sweep, with its config and model folder."""
+
+    variant: str
+    repeat: int
+    cfg: Config
+    folder: Path
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return (self.folder / METRICS_FILE).is_file()
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant} r{self.repeat}"
+
+
+def plan(
+    sweep: Sweep,
+    output: Path,
+    overrides: list[str] = (),
+    variants: list[str] | None = None,
+) -> list[PlannedRun]:
+    """Every run of the sweep, in order: variant by variant, repeats inside.
+
+    `overrides` apply to every variant after the sweep's own (e.g. tracking.enabled=false);
+    `variants` keeps only those named.
+    """
+    unknown = sorted(set(variants or []) - set(sweep.variants))
+    if unknown:
+        raise ConfigError(
+            f"unknown variant(s) {', '.join(unknown)}; the sweep has {', '.join(sweep.variants)}"
+        )
+    vectors_dir = output / "vectors"
+    runs = []
+    for name, variant in sweep.variants.items():
+        if variants and name not in variants:
+            continue
+        config = variant.config or sweep.config
+        settings = [_expand(s, vectors_dir) for s in [*sweep.set, *variant.set, *overrides]]
+        try:
+            base = build_config(sweep.resolve(config) if config else None, settings)
+        except ConfigError as e:
+            raise ConfigError(f"variant {name}: {e}") from None
+        for repeat in range(variant.repeats or sweep.repeats):
+            cfg = base.model_copy(deep=True)
+            cfg.training.seed = base.training.seed + repeat
+            cfg.training.progress = False  # the sweep draws one display for all its runs
+            tags = {
+                **sweep.tags,
+                **variant.tags,
+                "sweep": sweep.experiment,
+                "variant": name,
+                "repeat": str(repeat),
+            }
+            cfg.tracking.experiment = sweep.experiment
+            cfg.tracking.run_name = cfg.tracking.run_name or f"{name}-r{repeat}"
+            cfg.tracking.tags = {**cfg.tracking.tags, **tags}
+            runs.append(PlannedRun(name, repeat, cfg, output / "runs" / name / f"r{repeat}", tags))
+    return runs
+
+
+def _expand(setting: str, vectors_dir: Path) -> str:
+    return setting.replace("@vectors/", f"{vectors_dir}/")
+
+
+def prepare_vectors(sweep: Sweep, runs: list[PlannedRun], output: Path) -> None:
+    """Train the sweep's word vectors (once; kept in OUTPUT/vectors) on the training file of
+    the first run that reads them."""
+    from prodcat.data.readers import bundled_sample
+    from prodcat.data.vectors import train_vectors
+
+    for name, spec in sweep.vectors.items():
+        path = output / "vectors" / f"{name}.txt.gz"
+        if path.is_file():
+            continue
+        users = [r for r in runs if str(path) in json.dumps(r.cfg.model.model_dump(mode="json"))]
+        if not users:
+            continue
+        data = users[0].cfg.data
+        source = data.train or bundled_sample()
+        log.info("training %s-d word vectors '%s' on %s", spec.dim, name, source)
+        partial = path.with_suffix(".partial.gz")
+        train_vectors(
+            source,
+            partial,
+            data,
+            dim=spec.dim,
+            algorithm=spec.algorithm,
+            epochs=spec.epochs,
+            min_count=spec.min_count,
+            seed=users[0].cfg.training.seed,
+        )
+        partial.replace(path)  # a killed sweep never leaves half a vectors file under the name
+
+
+class _SweepProgress(Callback):
+    """Reports each finished epoch of the current run to the sweep's display."""
+
+    def __init__(self, report: Callable[[str], None], name: str):
+        self.report, self.name = report, name
+
+    def on_epoch_end(self, run: RunInfo, record: dict[str, float]) -> None:
+        self.report(
+            f"{self.name}: epoch {int(record['epoch'])}/{run.cfg.training.epochs}, "
+            f"validation BAC {record.get('validation_balanced_accuracy', float('nan')):.4f}"
+        )
+
+
+def run_sweep(
+    sweep: Sweep,
+    output: str | Path,
+    *,
+    overrides: list[str] = (),
+    variants: list[str] | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> list[tuple[PlannedRun, RunResult]]:
+    """Train every run of the sweep not yet finished; return all runs with their results.
+
+    `callbacks` hear the events of every run trained (their `run.output` says which).
+    """
+    from prodcat.training.progress import progress_bar
+    from prodcat.training.run import run
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    runs = plan(sweep, output, list(overrides), variants)
+    prepare_vectors(sweep, runs, output)
+    parent = _parent_run(sweep, runs, output)
+    done: list[tuple[PlannedRun, RunResult]] = []
+    todo = [r for r in runs if not r.finished]
+    if len(todo) < len(runs):
+        log.info("%d of %d runs already finished: kept", len(runs) - len(todo), len(runs))
+    with progress_bar(progress, unit="runs") as bar:
+        task = bar.add_task(
+            sweep.experiment, total=len(runs), completed=len(runs) - len(todo), info=""
+        )
+        for planned in runs:
+            if planned.finished:
+                done.append((planned, RunResult.load(planned.folder)))
+                continue
+            bar.update(task, info=f"{planned.name}: preparing")
+            watcher = _SweepProgress(lambda text: bar.update(task, info=text), planned.name)
+            resume = (planned.folder / CHECKPOINT).is_file()
+            result = run(
+                planned.cfg,
+                planned.folder,
+                resume=resume,
+                callbacks=[watcher, *callbacks],
+                parent_run_id=parent,
+            )
+            done.append((planned, result))
+            bar.update(
+                task,
+                advance=1,
+                info=f"{planned.name}: BAC "
+                f"{(result.test or result.validation).balanced_accuracy:.4f}",
+            )
+    _close_parent(runs, parent)
+    return done
+
+
+def _parent_run(sweep: Sweep, runs: list[PlannedRun], output: Path) -> str | None:
+    """The sweep's own MLflow run, which nests its runs (reopened when the sweep resumes)."""
+    if not runs or not runs[0].cfg.tracking.enabled:
+        return None
+    import mlflow
+
+    from prodcat.tracking.tracker import tracking_uri
+
+    state_file = output / SWEEP_STATE
+    state: dict[str, Any] = (
+        json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+    )
+    client = mlflow.MlflowClient(tracking_uri(runs[0].cfg.tracking.uri))
+    run_id = state.get("parent_run_id")
+    if run_id:
+        try:
+            client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        except mlflow.exceptions.MlflowException:
+            pass  # another store, or the run was deleted: start a new one
+    experiment = client.get_experiment_by_name(sweep.experiment)
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment(sweep.experiment)
+    )
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"sweep {sweep.experiment}",
+        tags={**sweep.tags, "sweep": sweep.experiment, "prodcat.sweep": "parent"},
+    )
+    client.log_param(parent.info.run_id, "repeats", sweep.repeats)
+    client.log_param(parent.info.run_id, "variants", ",".join(sweep.variants))
+    state_file.write_text(json.dumps({"parent_run_id": parent.info.run_id}), encoding="utf-8")
+    return parent.info.run_id
+
+
+def _close_parent(runs: list[PlannedRun], parent: str | None) -> None:
+    if parent is None:
+        return
+    import mlflow
+
+    from prodcat.tracking.tracker import tracking_uri
+
+    mlflow.MlflowClient(tracking_uri(runs[0].cfg.tracking.uri)).set_terminated(parent)
