@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +23,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+LR_POINTS_PER_EPOCH = 50  # batch_lr values logged per epoch, at most (and the last batch's)
+BEST_EPOCH_METRICS = ("train_loss",)  # besides validation_*: logged again from the best epoch
+DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+PLOTS = ("validation_bac.png", "loss.png")
+DIGEST_BLOCK = 1 << 20
+DIGEST_BLOCKS = 16
 
 
 class MlflowTracker(Callback):
@@ -48,6 +57,10 @@ class MlflowTracker(Callback):
         self.parent_run_id = parent_run_id
         self.tags = dict(tags or {})
         self.run_id: str | None = None
+        self._stamp = 0  # the last metric timestamp (ms)
+        self._lr: float | None = None  # the rate the next batch uses
+        self._batches = 0  # batches per epoch
+        self._lr_points: list[tuple[int, float]] = []  # (batch, rate), logged each epoch
 
     def start(self, run_id: str | None = None) -> str:
         """Start a run, or reopen `run_id` when a run is resumed."""
@@ -65,6 +78,8 @@ class MlflowTracker(Callback):
         return self.run_id
 
     def on_run_start(self, run: RunInfo) -> None:
+        if self.run_name is None:
+            self.run_name = default_run_name(run.cfg.model.family, run.output)
         run.state.run_id = self.start(run.state.run_id)
         self.log_params(run.cfg.flat())
         summary = run.splits.summary
@@ -79,31 +94,38 @@ class MlflowTracker(Callback):
                 **{f"data.{role}_rows": n for role, n in summary.sizes.items()},
                 **{f"data.rows_read.{Path(f).name}": n for f, n in summary.rows_read.items()},
                 **{f"version.{k}": v for k, v in library_versions().items()},
+                **source_tags(),
             }
         )
+        self.log_datasets(run)
         if run.init_report and not run.resumed:
             self.log_metrics(run.init_report)
+        self._lr = _learning_rate(run)
+        self._batches = run.splits.train.num_batches(run.cfg.training.batch_size, run.rank.world)
+
+    def on_batch_end(self, run: RunInfo, step: int, rows: int) -> None:
+        # The optimizer has already moved to the next step's rate: this batch used the last one.
+        used, self._lr = self._lr, _learning_rate(run)
+        every = max(1, self._batches // LR_POINTS_PER_EPOCH)
+        if used is not None and (step % every == 0 or step == self._batches):
+            batch = run.state.epoch * self._batches + step  # counted from the run's start
+            self._lr_points.append((batch, used))
 
     def on_epoch_end(self, run: RunInfo, record: dict[str, float]) -> None:
+        self._flush_lr()
         metrics = {k: v for k, v in record.items() if k != "epoch"}
         self.log_metrics(metrics, step=int(record["epoch"]))
 
     def on_run_end(self, run: RunInfo, result: RunResult | None, status: str) -> None:
         if self.mlflow.active_run() is None:
             return
+        self._flush_lr()
         if result is not None:
-            if result.test is not None:
-                scores = result.test.model_dump()
-                self.log_metrics({f"test_{k}": v for k, v in scores.items()})
-            self.log_metrics(
-                {
-                    "best_validation_balanced_accuracy": result.validation.balanced_accuracy,
-                    "train_seconds": result.train_seconds,
-                }
-            )
+            step = self.log_final_metrics(result)
             for path in sorted(Path(result.output_dir).iterdir()):
                 if path.is_file() and path.name != CHECKPOINT:
                     self.mlflow.log_artifact(str(path), artifact_path="model")
+            self.log_plots(result.output_dir, step)
         self.mlflow.end_run(status=status)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -114,7 +136,81 @@ class MlflowTracker(Callback):
             self.mlflow.log_params(fresh)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        # Each call is stamped after the last, so a value logged again at a step becomes the
+        # one MLflow shows (its latest value is the one of highest (step, timestamp)).
+        self._stamp = max(int(time.time() * 1000), self._stamp + 1)
+        self.mlflow.log_metrics(
+            {k: float(v) for k, v in metrics.items()}, step=step, timestamp=self._stamp
+        )
+
+    def log_final_metrics(self, result: RunResult) -> int:
+        """Log what the saved model (the best epoch's weights) scores at the last epoch's step,
+        so the run shows the best epoch's metrics as final; return that step."""
+        history = result.history
+        step = int(history[-1]["epoch"]) if history else 0
+        best = next((h for h in history if h["epoch"] == result.best_epoch), None)
+        final: dict[str, float] = {}
+        if best is not None and best is not history[-1]:
+            final.update(
+                {
+                    k: v
+                    for k, v in best.items()
+                    if k in BEST_EPOCH_METRICS or k.startswith("validation_")
+                }
+            )
+        if result.test is not None:
+            final.update({f"test_{k}": v for k, v in result.test.model_dump().items()})
+        final.update(
+            best_epoch=result.best_epoch,
+            best_validation_balanced_accuracy=result.validation.balanced_accuracy,
+            train_seconds=result.train_seconds,
+        )
+        self.log_metrics(final, step=step)
+        return step
+
+    def log_datasets(self, run: RunInfo) -> None:
+        """Each data file the run read as an MLflow dataset input (context training,
+        validation or test) with a digest of its content and the rows the run used."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        summary = run.splits.summary
+        for role, file in summary.files.items():
+            path = Path(file).resolve()
+            dataset = MetaDataset(
+                LocalArtifactDatasetSource(str(path)), name=path.name, digest=file_digest(path)
+            )
+            rows = {"rows_read": summary.rows_read.get(file), "rows_used": summary.sizes.get(role)}
+            self.mlflow.log_input(
+                dataset,
+                context=DATASET_CONTEXTS.get(role, role),
+                tags={k: str(v) for k, v in rows.items() if v is not None},
+            )
+
+    def log_plots(self, folder: Path, step: int) -> None:
+        """The run's plots as MLflow images, which the chart view shows side by side across
+        runs (the copies in model/ are the model folder's)."""
+        from PIL import Image
+
+        for name in PLOTS:
+            path = Path(folder) / name
+            if path.is_file():
+                with Image.open(path) as image:
+                    self.mlflow.log_image(
+                        image.convert("RGB"), key=path.stem, step=step, synchronous=True
+                    )
+
+    def _flush_lr(self) -> None:
+        if not self._lr_points or self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric("batch_lr", lr, stamp, batch) for batch, lr in self._lr_points]
+        client = self.mlflow.MlflowClient()
+        for start in range(0, len(metrics), 1000):  # MLflow takes 1,000 metrics per batch
+            client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+        self._lr_points = []
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
@@ -145,15 +241,66 @@ def make_tracker(
     )
 
 
-def git_commit() -> str | None:
-    """The commit of the working directory's repository, if any."""
+def git_commit(folder: str | Path | None = None) -> str | None:
+    """The commit checked out in `folder`'s repository (default: prodcat's source), if any."""
+    return _git(folder, "rev-parse", "HEAD")
+
+
+def _git(folder: str | Path | None, *args: str) -> str | None:
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
-        return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() or None
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard source tags: the entry point's name, and the commit and branch of
+    prodcat's source when it runs from a git checkout."""
+    tags = {"mlflow.source.name": Path(sys.argv[0]).name or "python"}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        branch = _git(None, "rev-parse", "--abbrev-ref", "HEAD")
+        if branch and branch != "HEAD":
+            tags["mlflow.source.git.branch"] = branch
+    return tags
+
+
+def default_run_name(family: str, output: str | Path) -> str:
+    """The model folder's name (`mlp-20250101-120000` by default), led by the family when the
+    name does not already say it."""
+    name = Path(output).resolve().name
+    return name if family in name else f"{family}-{name}"
+
+
+def file_digest(path: str | Path) -> str:
+    """A fingerprint of a file's content, the same wherever the file lies: SHA-256 of its size
+    and bytes (for files over 16 MiB, of 16 evenly spaced 1 MiB blocks); 12 hex digits."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= DIGEST_BLOCK * DIGEST_BLOCKS:
+            digest.update(f.read())
+        else:
+            for i in range(DIGEST_BLOCKS):
+                f.seek(
+                    i * (size - DIGEST_BLOCK) // (DIGEST_BLOCKS - 1)
+                )  # the last one ends the file
+                digest.update(f.read(DIGEST_BLOCK))
+    return digest.hexdigest()[:12]
+
+
+def _learning_rate(run: RunInfo) -> float | None:
+    optimizer = run.optimizer
+    return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
 
 
 def library_versions() -> dict[str, str]:
