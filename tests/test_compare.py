@@ -301,3 +301,67 @@ def test_split_sampled_takes_validation_and_test_from_the_sample(tmp_path):
     # max_rows alone caps the training rows; with split_sampled the 100 sampled rows are split.
     assert (capped.train_rows, capped.validation.rows, capped.test.rows) == (100, 20, 40)
     assert (sampled.train_rows, sampled.validation.rows, sampled.test.rows) == (70, 10, 20)
+
+
+def test_a_tuning_study_resumes_and_never_reads_the_test_rows_until_the_end(tmp_path, run_cli):
+    from mlflow.tracking import MlflowClient
+
+    from prodcat.config import build_config
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = {
+        "experiment": "tiny-tune",
+        "trials": 3,
+        "startup_trials": 1,
+        "set": [
+            f"data.train={data}",
+            "data.test_size=0.2",
+            "model.hidden_layers=[]",
+            "training.epochs=3",
+            "training.batch_size=16",
+            "training.threads=1",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"tracking.uri={uri}",
+        ],
+        "space": {
+            "training.lr": {"low": 0.001, "high": 0.1, "log": True},
+            "model.embedding_dim": {"choices": [8, 16]},
+        },
+    }
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(space), encoding="utf-8")
+    out = tmp_path / "study"
+
+    code, stdout, err = run_cli(["tune", str(space_file), "-o", str(out), "--trials", "2", "-q"])
+    assert code == 0, err
+    first = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "trials").iterdir()}
+    assert len(first) == 2
+
+    code, stdout, err = run_cli(["tune", str(space_file), "-o", str(out), "-q"])
+    assert code == 0, err
+    finished, pruned = re.search(r"(\d) trials finished, (\d) pruned", stdout).groups()
+    assert int(finished) + int(pruned) == 3 and int(finished) >= 1
+    assert "test (scored once): BAC" in stdout
+    after = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "trials").iterdir()}
+    assert len(after) == 3 and all(after[name] == t for name, t in first.items())
+
+    best = build_config(out / "best.yaml")
+    assert best.model.embedding_dim in (8, 16) and 0.001 <= best.training.lr <= 0.1
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny-tune")
+    runs = client.search_runs([experiment.experiment_id])
+    trials = [r for r in runs if "trial" in r.data.tags]
+    parent = [r for r in runs if r.data.tags.get("prodcat.study") == "parent"]
+    assert len(trials) == 3 and len(parent) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent[0].info.run_id}
+    # Trials were scored on validation rows only.
+    assert not any(k.startswith("test_") for r in trials for k in r.data.metrics)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump({**space, "space": {"training.nope": {"low": 1, "high": 2}}}),
+        encoding="utf-8",
+    )
+    code, _, err = run_cli(["tune", str(bad), "-o", str(tmp_path / "b"), "--no-track"])
+    assert code == 2 and "unknown config key(s) training.nope" in err

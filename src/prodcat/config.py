@@ -274,6 +274,9 @@ class TrainingConfig(StrictModel):
     )
     patience: int | None = Field(3, ge=1, description="epochs without a better monitored value")
     seed: int = 0
+    score_test: bool = Field(
+        True, description="score the test rows at the end (tuning trials leave them unread)"
+    )
     checkpoint_minutes: float | None = Field(
         10.0, gt=0, description="also checkpoint inside an epoch this often (None: per epoch only)"
     )

@@ -101,3 +101,58 @@ def register(app: typer.Typer) -> None:
     """Add the commands to the `prodcat` app."""
     app.command()(compare)
     app.command()(report)
+    app.command()(tune)
+
+
+def tune(
+    space_file: Annotated[
+        Path, typer.Argument(help="Search-space file: base config, ranges, trials.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for the study, its trials and best.yaml. Default: runs/EXPERIMENT.",
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Trials in the study in all (default: the file's).")
+    ] = None,
+    overrides: SetOpt = None,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the result.")] = (
+        False
+    ),
+) -> None:
+    """Search hyperparameters with Optuna (TPE, pruning weak trials on their per-epoch
+    validation BAC). Each trial is an MLflow run nested under the study's run; the study is
+    kept in OUTPUT/optuna.db, so running the command again continues it (and several
+    processes can share it). Trials read validation rows only; the best trial's model is
+    scored on the test rows once, at the end, and its config written to OUTPUT/best.yaml.
+    """
+    from prodcat.cli.main import _setup_logging
+    from prodcat.compare.tune import TuneSpec
+    from prodcat.compare.tune import tune as run_tune
+
+    _setup_logging(quiet)
+    spec = TuneSpec.load(space_file)
+    output = output or Path("runs") / spec.experiment
+    settings = list(overrides or []) + (["tracking.enabled=false"] if no_track else [])
+    result = run_tune(spec, output, overrides=settings, trials=trials, progress=not quiet)
+    finished = [t for t in result.trials if t["state"] == "COMPLETE"]
+    pruned = sum(t["state"] == "PRUNED" for t in result.trials)
+    out.print(
+        f"{len(finished)} trials finished, {pruned} pruned; best validation BAC "
+        f"{result.best_validation:.4f} with {result.best_values}",
+        markup=False,
+        highlight=False,
+    )
+    if result.test is not None:
+        out.print(
+            f"test (scored once): BAC {result.test.balanced_accuracy:.4f}, accuracy "
+            f"{result.test.accuracy:.4f}, macro-F1 {result.test.macro_f1:.4f} "
+            f"({result.test.rows:,} rows)",
+            highlight=False,
+        )
+    out.print(f"best config: {result.best_config} (model: {result.best_folder})", highlight=False)

@@ -329,7 +329,8 @@ def _finish(cfg, model, splits, state: RunState, output, device, autocast, rank)
     history = state.history
     best = next((h for h in history if h["epoch"] == state.best_epoch), {})
     validation = {k.removeprefix("validation_"): v for k, v in best.items()}
-    report_split = splits.test or splits.validation
+    scored_test = splits.test is not None and t.score_test
+    report_split = splits.test if scored_test else splits.validation
     scores, predictions = evaluate_split(
         model, report_split, t.eval_batch_size, device, autocast, top_k=5
     )
@@ -342,7 +343,7 @@ def _finish(cfg, model, splits, state: RunState, output, device, autocast, rank)
             **{k: validation.get(k, math.nan) for k in Scores.model_fields if k != "rows"},
             rows=len(splits.validation),
         ),
-        test=Scores(**scores) if splits.test is not None else None,
+        test=Scores(**scores) if scored_test else None,
         train_rows=len(splits.train),
         train_seconds=sum(h["epoch_seconds"] for h in history),
         titles_per_second=(
