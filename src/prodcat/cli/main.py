@@ -16,6 +16,7 @@ from rich.table import Table
 
 from prodcat.cli.compare import register as register_compare
 from prodcat.cli.course import course_help
+from prodcat.cli.export import export
 from prodcat.cli.models import models_app
 from prodcat.errors import ConfigError, ProdcatError, Terminated
 
@@ -32,6 +33,7 @@ app.add_typer(data_app, name="data")
 vectors_app = typer.Typer(help="Train word vectors on title files.", no_args_is_help=True)
 app.add_typer(vectors_app, name="vectors")
 app.add_typer(models_app, name="models")
+app.command("export")(export)
 register_compare(app)
 console = Console(stderr=True)
 out = Console()
@@ -191,6 +193,18 @@ def evaluate(
     out.print(f"{'rows':>18}: {metrics['rows']:,}")
 
 
+RuntimeOpt = Annotated[
+    str,
+    typer.Option(
+        help="torch: the folder's weights; onnx: its exported model.onnx under ONNX Runtime, "
+        "no torch imported (`prodcat export MODEL` writes it)."
+    ),
+]
+OnnxOpt = Annotated[
+    Path | None, typer.Option(help="The ONNX file of --runtime onnx. Default: MODEL/model.onnx.")
+]
+
+
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder written by `prodcat train`.")],
@@ -225,6 +239,8 @@ def predict(
             "jsonl: one object per title; submission: the challenge's id,category file.",
         ),
     ] = "csv",
+    runtime: RuntimeOpt = "torch",
+    onnx: OnnxOpt = None,
 ) -> None:
     """Predict the categories of titles given as arguments, in a file or on stdin.
 
@@ -235,7 +251,7 @@ def predict(
     from prodcat.serving.predict_files import run_predict
 
     _setup_logging(quiet=True)
-    run_predict(model, titles or [], input, output, top_k, batch_size, fmt)
+    run_predict(model, titles or [], input, output, top_k, batch_size, fmt, runtime, onnx)
 
 
 @app.command()
@@ -263,6 +279,8 @@ def serve(
         typer.Option(help="Longest a request waits for others to share its model call."),
     ] = 5.0,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    runtime: RuntimeOpt = "torch",
+    onnx: OnnxOpt = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, docs at /docs.
 
@@ -292,6 +310,8 @@ def serve(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         access_log=access_log,
+        runtime=runtime,
+        onnx_path=onnx,
     )
 
 

@@ -24,7 +24,7 @@ import os
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +34,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 import prodcat
 from prodcat.serving.batcher import MicroBatcher
-from prodcat.serving.predictor import Classifier
+from prodcat.serving.runtimes import load_classifier
+
+if TYPE_CHECKING:
+    from prodcat.serving.onnx_runtime import OnnxClassifier
+    from prodcat.serving.predictor import Classifier
 
 MAX_TITLES = 1000  # titles in one request
 MAX_TITLE_CHARS = 1000  # characters in one title (real titles have under 200)
@@ -101,7 +105,7 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction] = Field(description="one per title, in the request's order")
 
 
-def model_info(classifier: Classifier) -> dict[str, Any]:
+def model_info(classifier: Classifier | OnnxClassifier) -> dict[str, Any]:
     """What `/model` says: family, categories, the run's metrics and training data."""
     data = classifier.cfg.data
     metrics: dict[str, Any] = {}
@@ -117,6 +121,7 @@ def model_info(classifier: Classifier) -> dict[str, Any]:
 
     return {
         "family": classifier.cfg.model.family,
+        "runtime": classifier.runtime,
         "classes": len(classifier.labels),
         "categories": classifier.categories,
         "metrics": metrics,
@@ -184,7 +189,7 @@ class BodyLimit:
 
 
 def create_app(
-    classifier: Classifier,
+    classifier: Classifier | OnnxClassifier,
     *,
     api_key: str | None = None,
     max_batch: int = 256,
@@ -270,7 +275,7 @@ def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker process, from the settings `serve` put in the env."""
     settings = json.loads(os.environ[SETTINGS_ENV])
     return create_app(
-        Classifier.load(settings["model"]),
+        load_classifier(settings["model"], settings["runtime"], settings["onnx"]),
         api_key=os.environ.get(API_KEY_ENV) or None,
         max_batch=settings["max_batch"],
         max_wait_ms=settings["max_wait_ms"],
@@ -287,12 +292,15 @@ def serve(
     max_batch: int = 256,
     max_wait_ms: float = 5.0,
     access_log: bool = True,
+    runtime: str = "torch",
+    onnx_path: Path | None = None,
 ) -> None:
     """Run the API under uvicorn until interrupted; each of `workers` processes loads the
-    model. The model is loaded here first, so a bad folder fails before anything listens."""
+    model (under `runtime`: torch, or onnx for the exported graph). The model is loaded here
+    first, so a bad folder fails before anything listens."""
     import uvicorn
 
-    classifier = Classifier.load(model)
+    classifier = load_classifier(model, runtime, onnx_path)
     if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s without an API key: anyone who can reach it may use it", host)
     common = {"host": host, "port": port, "access_log": access_log, "log_level": "info"}
@@ -301,7 +309,13 @@ def serve(
         uvicorn.run(app, **common)
         return
     os.environ[SETTINGS_ENV] = json.dumps(
-        {"model": str(Path(model).resolve()), "max_batch": max_batch, "max_wait_ms": max_wait_ms}
+        {
+            "model": str(classifier.folder.resolve()),  # an MLflow URI is downloaded once
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait_ms,
+            "runtime": runtime,
+            "onnx": str(Path(onnx_path).resolve()) if onnx_path is not None else None,
+        }
     )
     if api_key:
         os.environ[API_KEY_ENV] = api_key

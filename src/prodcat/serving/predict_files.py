@@ -33,6 +33,7 @@ from prodcat.config import DataConfig
 from prodcat.errors import ConfigError, DataError, ProdcatError
 
 if TYPE_CHECKING:
+    from prodcat.serving.onnx_runtime import OnnxClassifier
     from prodcat.serving.predictor import Classifier
 
 Format = Literal["csv", "jsonl", "submission"]
@@ -270,7 +271,7 @@ def check_options(top_k: int, batch_size: int, fmt: str) -> None:
 
 
 def predict_titles(
-    classifier: Classifier,
+    classifier: Classifier | OnnxClassifier,
     source: TitleSource,
     writer: PredictionWriter,
     top_k: int,
@@ -312,18 +313,27 @@ def open_output(output: str | None) -> Iterator[TextIO]:
 
 
 def run_predict(
-    model: Path,
+    model: Path | str,
     titles: Sequence[str],
     input: str | None,
     output: str | None,
     top_k: int,
     batch_size: int,
     fmt: str,
+    runtime: str = "torch",
+    onnx_path: Path | None = None,
 ) -> int:
-    """`prodcat predict`: check the options and the input, load the model, stream predictions."""
+    """`prodcat predict`: check the options and the input, load the model, stream predictions.
+
+    `model`: a folder or an MLflow URI; `runtime`: torch, or onnx for its exported graph
+    (`onnx_path`, default the folder's model.onnx), which imports no torch."""
     from prodcat.config import load_config
+    from prodcat.serving.runtimes import RUNTIMES, load_classifier, local_model_folder
 
     check_options(top_k, batch_size, fmt)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
+    model = local_model_folder(model)
     if not (model / "config.yaml").is_file():
         raise ProdcatError(f"{model}: not a model folder (no config.yaml)")
     data = load_config(model / "config.yaml").data  # no torch yet: input errors come fast
@@ -333,9 +343,7 @@ def run_predict(
                 f"--format submission needs an '{data.columns.id}' column in the input "
                 "(the challenge's test.csv has one)"
             )
-        from prodcat.serving.predictor import Classifier
-
-        classifier = Classifier.load(model)
+        classifier = load_classifier(model, runtime, onnx_path)
         k = min(top_k, len(classifier.labels))
         with open_output(output) as stream:
             writer = PredictionWriter(stream, fmt, source.key_name, k)  # type: ignore[arg-type]

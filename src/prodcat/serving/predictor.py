@@ -16,6 +16,7 @@ from prodcat.data.dataset import labelled_split
 from prodcat.errors import ProdcatError
 from prodcat.evaluation.evaluate import evaluate_split
 from prodcat.models.folder import load_model_folder
+from prodcat.serving.runtimes import local_model_folder
 from prodcat.serving.title_encoder import TitleEncoder
 
 # The most titles a call encodes with the pure-Python tokenizer (Arrow's costs ~2 ms a call
@@ -45,6 +46,8 @@ class Classifier:
     ['SOUND_CARDS']
     """
 
+    runtime = "torch"
+
     def __init__(self, cfg: Config, model, featurizer, labels, folder: Path | None = None):
         self.cfg = cfg
         self.model = model
@@ -57,9 +60,11 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | Path) -> Classifier:
-        """Load a model folder written by `prodcat train`."""
+        """Load a model folder written by `prodcat train`, or one MLflow logged
+        (`runs:/<run id>/model`, `models:/<name>/<version>`)."""
+        folder = local_model_folder(folder)
         cfg, model, featurizer, labels = load_model_folder(folder)
-        return cls(cfg, model, featurizer, labels, Path(folder))
+        return cls(cfg, model, featurizer, labels, folder)
 
     @property
     def categories(self) -> list[str]:

@@ -1,0 +1,158 @@
+"""`OnnxClassifier`: an exported model (`prodcat export`) under ONNX Runtime, without torch.
+
+It offers what `Classifier` offers to `predict` and `serve` (`top_k`, `predict`,
+`predict_proba`, `predict_top_k`, `labels`, `cfg`, `folder`), from the model folder's config,
+featurizer and labels and its `model.onnx`. Titles are encoded as `Classifier` encodes them:
+up to `SMALL_BATCH` by the pure-Python `TitleEncoder`, more by the featurizer's Arrow path;
+both give numpy arrays, so nothing here imports torch (tests/test_export.py checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from prodcat.config import Config, load_config
+from prodcat.data.featurizer import SPEC_FILE, load_featurizer
+from prodcat.data.vocab import LabelMap
+from prodcat.errors import ConfigError, ProdcatError
+from prodcat.serving.title_encoder import TitleEncoder
+
+ONNX_FILE = "model.onnx"  # where `prodcat export` writes by default
+SMALL_BATCH = 256  # as `prodcat.serving.predictor.SMALL_BATCH`
+
+
+def softmax_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) ids of the `k` largest logits of each row, best first, and their softmax
+    probabilities."""
+    k = min(k, logits.shape[1])
+    if k == logits.shape[1]:
+        indices = np.argsort(-logits, axis=1, kind="stable")
+    else:
+        part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(logits, part, 1), axis=1, kind="stable")
+        indices = np.take_along_axis(part, order, 1)
+    values = np.take_along_axis(logits, indices, 1)
+    top = logits.max(axis=1, keepdims=True)
+    log_norm = top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    return indices, np.exp(values - log_norm)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, (N, C)."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class OnnxClassifier:
+    """Predict categories with an exported model under ONNX Runtime; no torch imported.
+
+    >>> clf = OnnxClassifier.load("runs/mlp")          # runs/mlp/model.onnx
+    >>> clf.predict(["Placa De Sonido - Behringer Umc22"])
+    ['SOUND_CARDS']
+    """
+
+    runtime = "onnx"
+
+    def __init__(self, cfg: Config, session, featurizer, labels: LabelMap, folder: Path | None):
+        self.cfg = cfg
+        self.session = session
+        self.featurizer = featurizer
+        self.labels = labels
+        self.folder = folder
+        self.title_encoder = TitleEncoder(featurizer) if TitleEncoder.supports(featurizer) else None
+
+    @classmethod
+    def load(
+        cls, folder: str | Path, onnx_path: str | Path | None = None, threads: int | None = None
+    ) -> OnnxClassifier:
+        """A model folder and its exported graph (`onnx_path`, default `FOLDER/model.onnx`);
+        `threads`: ONNX Runtime's intra-op threads (default: its own choice)."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ProdcatError(
+                'the onnx runtime needs onnxruntime: pip install "prodcat[onnx]"'
+            ) from None
+        folder = Path(folder)
+        for name in ("config.yaml", SPEC_FILE, "labels.txt"):
+            if not (folder / name).is_file():
+                raise ProdcatError(f"{folder}: not a model folder (no {name})")
+        path = Path(onnx_path) if onnx_path is not None else folder / ONNX_FILE
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: no such ONNX file; write it with `prodcat export {folder} --format onnx`"
+            )
+        cfg = load_config(folder / "config.yaml")
+        featurizer = load_featurizer(folder, cfg)
+        labels = LabelMap.load(folder / "labels.txt")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own unexported error types
+            raise ProdcatError(f"{path}: not a readable ONNX model ({e})") from None
+        outputs = session.get_outputs()[0].shape
+        if isinstance(outputs[-1], int) and outputs[-1] != len(labels):
+            raise ConfigError(
+                f"{path}: gives {outputs[-1]} classes, but {folder} has {len(labels)} "
+                "categories: export this folder's model"
+            )
+        return cls(cfg, session, featurizer, labels, folder)
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.labels.names)
+
+    def encode(self, titles: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, T) int64 ids and (N,) lengths: the fast path for a few, Arrow for many."""
+        if self.title_encoder is not None and len(titles) <= SMALL_BATCH:
+            return self.title_encoder.encode(titles)
+        return self.featurizer.encode(titles)
+
+    def logits(self, titles: list[str], batch_size: int = 4096) -> np.ndarray:
+        """(N, C) float32 logits of raw titles, `batch_size` titles per run."""
+        if batch_size < 1:
+            raise ProdcatError(f"batch size must be at least 1, got {batch_size}")
+        chunks = []
+        for start in range(0, len(titles), batch_size):
+            ids, lengths = self.encode(titles[start : start + batch_size])
+            feed = {"input_ids": ids.astype(np.int64), "lengths": lengths.astype(np.int64)}
+            chunks.append(self.session.run(None, feed)[0])
+        if not chunks:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+    def top_k(
+        self, titles: list[str], k: int, batch_size: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, k) class ids of the `k` most likely categories, best first, and their
+        probabilities."""
+        if k < 1:
+            raise ProdcatError(f"top-k must be at least 1, got {k}")
+        return softmax_top_k(self.logits(titles, batch_size), k)
+
+    def predict(self, titles: str | list[str], batch_size: int = 4096) -> list[str]:
+        """The most likely category of each title."""
+        titles = [titles] if isinstance(titles, str) else list(titles)
+        ids = self.logits(titles, batch_size).argmax(1).tolist()
+        return [self.labels.names[i] for i in ids]
+
+    def predict_proba(self, titles: str | list[str], batch_size: int = 4096) -> np.ndarray:
+        """Probabilities over `categories`, (N, C)."""
+        titles = [titles] if isinstance(titles, str) else list(titles)
+        return softmax(self.logits(titles, batch_size))
+
+    def predict_top_k(
+        self, titles: str | list[str], k: int = 3, batch_size: int = 4096
+    ) -> list[list[tuple[str, float]]]:
+        """The `k` most likely (category, probability) pairs of each title, best first."""
+        titles = [titles] if isinstance(titles, str) else list(titles)
+        indices, probs = self.top_k(titles, k, batch_size)
+        names = self.labels.names
+        return [
+            [(names[i], p) for i, p in zip(ix, ps)]
+            for ix, ps in zip(indices.tolist(), probs.tolist())
+        ]
