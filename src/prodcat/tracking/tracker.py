@@ -125,8 +125,22 @@ class MlflowTracker(Callback):
             for path in sorted(Path(result.output_dir).iterdir()):
                 if path.is_file() and path.name != CHECKPOINT:
                     self.mlflow.log_artifact(str(path), artifact_path="model")
+            self.log_model(result.output_dir)
             self.log_plots(result.output_dir, step)
         self.mlflow.end_run(status=status)
+
+    def log_model(self, folder: str | Path) -> None:
+        """Log the model folder as an MLflow Model too (pyfunc flavor, at `model`, beside the
+        folder's files), so `mlflow.pyfunc.load_model("runs:/<id>/model")` and the registry
+        work. The folder is already logged: a failure here is a warning, not a failed run."""
+        from mlflow.exceptions import MlflowException
+
+        from prodcat.serving.pyfunc import log_pyfunc_model
+
+        try:
+            log_pyfunc_model(folder, name="model")
+        except (MlflowException, OSError) as e:
+            log.warning("the model folder is logged, but not as an MLflow Model: %s", e)
 
     def log_params(self, params: dict[str, Any]) -> None:
         # MLflow refuses to change a logged param, which a resumed run would try.
