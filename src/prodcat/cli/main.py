@@ -35,15 +35,50 @@ app.add_typer(vectors_app, name="vectors")
 app.add_typer(models_app, name="models")
 app.command("export")(export)
 register_compare(app)
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True)  # logs, progress and errors
+out = Console(soft_wrap=True)  # results: whole lines in a pipe, never cut at 80 columns
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"prodcat {version('prodcat')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            expose_value=False,
+            help="Print prodcat's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Train, compare and serve neural classifiers of product titles."""
+
+
+def _print_json(value) -> None:
+    """A machine-readable result: one line of JSON on stdout, nothing else there."""
+    print(json.dumps(value, ensure_ascii=False), flush=True)
 
 
 def _setup_logging(quiet: bool) -> None:
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
+    else:
+        # A pipe or a file gets whole lines: Rich would wrap them at 80 columns.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        handlers=[handler],
         force=True,
     )
     for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "git", "gensim", "smart_open"):
@@ -96,6 +131,12 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only warnings and the result.")
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the result (metrics.json's content) as one JSON object."
+        ),
+    ] = False,
 ) -> None:
     """Train a classifier, log it to MLflow and save its model folder.
 
@@ -113,6 +154,7 @@ def train(
         quiet,
         experiment,
         run_name,
+        as_json,
     )
 
 
@@ -128,6 +170,7 @@ def run_training(
     quiet: bool,
     experiment: str | None = None,
     run_name: str | None = None,
+    as_json: bool = False,
 ) -> None:
     """Options -> config -> `prodcat.training.run.run` -> printed result."""
     from prodcat.config import build_config
@@ -146,7 +189,11 @@ def run_training(
         cfg.tracking.run_name = run_name
     if quiet:
         cfg.training.progress = False
-    _print_result(run(cfg, output, resume=resume), cfg)
+    result = run(cfg, output, resume=resume)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        _print_result(result, cfg)
 
 
 def _print_result(result, cfg) -> None:
@@ -239,6 +286,9 @@ def predict(
             "jsonl: one object per title; submission: the challenge's id,category file.",
         ),
     ] = "csv",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per title (--format jsonl).")
+    ] = False,
     runtime: RuntimeOpt = "torch",
     onnx: OnnxOpt = None,
 ) -> None:
@@ -250,7 +300,10 @@ def predict(
     """
     from prodcat.serving.predict_files import run_predict
 
+    if as_json and fmt == "submission":
+        raise ConfigError("--json writes JSON lines, --format submission a CSV: give one of them")
     _setup_logging(quiet=True)
+    fmt = "jsonl" if as_json else fmt
     run_predict(model, titles or [], input, output, top_k, batch_size, fmt, runtime, onnx)
 
 
@@ -350,15 +403,19 @@ def data_stats(
     file: Annotated[Path, typer.Argument(help="Title file (CSV or JSON lines, plain or .gz).")],
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Summarise a file: rows, languages, label quality, categories, title lengths."""
     from prodcat.config import build_config
-    from prodcat.data.stats import file_stats
+    from prodcat.data.stats import file_stats, file_summary
 
     _setup_logging(quiet=True)
     cfg = build_config(config, overrides)
+    if as_json:
+        _print_json(file_summary(file, cfg.data))
+        return
     for line in file_stats(file, cfg.data):
-        out.print(line)
+        out.print(line, markup=False)
 
 
 @data_app.command("synth")
@@ -381,7 +438,7 @@ def data_synth(
             categories=categories,
             progress=lambda n: bar.update(task, completed=n),
         )
-    out.print(json.dumps(summary))
+    _print_json(summary)
 
 
 @vectors_app.command("train")

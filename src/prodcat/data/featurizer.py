@@ -428,11 +428,13 @@ def _progress(file):
     """A bar for encoding a file's titles, which takes minutes on a CPU."""
     from rich.progress import Progress
 
+    from prodcat.training.progress import STDERR
+
     state: dict[str, Any] = {}
 
     def report(done: int, total: int) -> None:
         if "bar" not in state:
-            state["bar"] = Progress(transient=True)
+            state["bar"] = Progress(console=STDERR, transient=True)
             state["bar"].start()
             state["task"] = state["bar"].add_task(
                 f"vectors of {Path(file.source).name}", total=total

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,9 +15,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+STDERR = Console(stderr=True)  # bars go to stderr, so stdout carries only results
+
 
 def progress_bar(enabled: bool = True, unit: str = "batches") -> Progress:
-    """A bar with a count, elapsed and remaining time, and a free `info` field."""
+    """A bar on stderr with a count, elapsed and remaining time, and a free `info` field."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -25,6 +28,7 @@ def progress_bar(enabled: bool = True, unit: str = "batches") -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
+        console=STDERR,
         disable=not enabled,
         transient=False,
     )
