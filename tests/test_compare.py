@@ -8,6 +8,8 @@ import base64
 import csv
 import io
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -365,3 +367,67 @@ def test_a_tuning_study_resumes_and_never_reads_the_test_rows_until_the_end(tmp_
     )
     code, _, err = run_cli(["tune", str(bad), "-o", str(tmp_path / "b"), "--no-track"])
     assert code == 2 and "unknown config key(s) training.nope" in err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_the_report_renders_in_a_headless_browser(tmp_path, sweep_setup, run_cli):
+    import matplotlib.image as mpimg
+
+    sweep_file, _ = sweep_setup
+    code, _, err = run_cli(
+        ["compare", str(sweep_file), "-o", str(tmp_path / "out"), "-q", "--no-track"]
+    )
+    assert code == 0, err
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,2400",
+            f"--screenshot={shot}",
+            "--enable-logging=stderr",
+            (tmp_path / "out" / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CONSOLE" not in done.stderr and "Uncaught" not in done.stderr
+    image = mpimg.imread(shot)
+    assert image.shape[:2] == (2400, 1200)
+    # The page drew the table and plots: far from a blank white screen.
+    assert (image[..., :3] < 0.5).mean() > 0.01
+
+
+def test_report_merges_the_runs_of_several_stores(tmp_path, run_cli):
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
+    stores = []
+    for machine, variant in (("a", "good"), ("b", "weak")):
+        uri = f"sqlite:///{tmp_path / f'{machine}.db'}"
+        sweep = write_sweep(tmp_path / f"{machine}.yaml", data, uri, repeats=1)
+        code, _, err = run_cli(
+            ["compare", str(sweep), "-o", str(tmp_path / machine), "-q", "-v", variant]
+        )
+        assert code == 0, err
+        stores.append(uri)
+    code, out, err = run_cli(
+        [
+            "report",
+            "--experiment",
+            "tiny-study",
+            "--store",
+            stores[0],
+            "--store",
+            stores[1],
+            "-o",
+            str(tmp_path / "merged"),
+        ]
+    )
+    assert code == 0, err
+    table = read_csv(tmp_path / "merged" / "results.csv")
+    assert set(table) == {"good", "weak"}
+    assert table["good"]["bac_mean"] == read_csv(tmp_path / "a" / "results.csv")["good"]["bac_mean"]

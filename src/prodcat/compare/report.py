@@ -482,7 +482,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1150px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 tr.best td{font-weight:600} .yes{color:#0a7d32} .no{color:#999}
 figure{margin:1.5em 0} figcaption{font-size:13px;color:#555;max-width:900px}
