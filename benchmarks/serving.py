@@ -13,6 +13,14 @@ in this process (1, 8 and 64 connections, 1 and 32 titles per request), each run
 --requests and --seconds. The load generator and the server share the machine's cores, so
 served numbers are a floor.
 Results are printed and written to benchmarks/out/serving.json.
+
+    .venv/bin/python benchmarks/serving.py --runtimes mlp cnn lstm gru   # torch vs ONNX only
+
+`--runtimes` trains each family (configs/<family>.yaml, one epoch on --rows titles: speed does
+not depend on accuracy), exports it to ONNX and measures `Classifier` (torch) beside
+`OnnxClassifier` (ONNX Runtime, no torch) on the same titles, both on --threads threads:
+titles/s at batch sizes 1, 32 and 1024 and one title's p50 latency, with their top-1 agreement.
+Written to benchmarks/out/runtimes.json.
 """
 
 from __future__ import annotations
@@ -103,6 +111,82 @@ def offline(clf, titles: list[str]) -> dict:
                 fn(batch)
             rate = count / (time.perf_counter() - started)
             results["titles_per_second"].setdefault(str(size), {})[name] = rate
+    return results
+
+
+# --- torch vs ONNX Runtime ------------------------------------------------------------------
+
+
+def train_family(family: str, work: Path, rows: int) -> Path:
+    from prodcat.config import build_config
+    from prodcat.training.run import run
+
+    output = work / f"{family}-{rows}"
+    if (output / "model.safetensors").is_file():
+        return output
+    cfg = build_config(
+        ROOT / "configs" / f"{family}.yaml",
+        {
+            "data.train": str(SHARED),
+            "data.max_rows": rows,
+            "data.cache_dir": str(work / "cache"),
+            "training.epochs": 1,
+            "tracking.enabled": False,
+            "training.progress": False,
+        },
+    )
+    run(cfg, output)
+    return output
+
+
+def compare_runtimes(families: list[str], titles: list[str], args) -> dict:
+    from prodcat import Classifier
+    from prodcat.serving.onnx_export import export_onnx
+    from prodcat.serving.onnx_runtime import OnnxClassifier
+
+    results = {}
+    for family in families:
+        folder = train_family(family, args.work, args.rows)
+        export_onnx(folder)
+        clfs = {
+            "torch": Classifier.load(folder),
+            "onnx": OnnxClassifier.load(folder, threads=args.threads),
+        }
+        check = titles[:2000]
+        agree = float(
+            np.mean(np.array(clfs["torch"].predict(check)) == clfs["onnx"].predict(check))
+        )
+        gap = float(
+            np.abs(clfs["torch"].predict_proba(check) - clfs["onnx"].predict_proba(check)).max()
+        )
+        row: dict = {"top1_agreement": agree, "max_probability_gap": gap}
+        for name, clf in clfs.items():
+            for title in titles[:300]:
+                clf.predict(title)
+            times = []
+            for title in titles[1000:2000]:
+                started = time.perf_counter()
+                clf.predict(title)
+                times.append(time.perf_counter() - started)
+            row[f"{name} latency_ms"] = percentiles(times)[0]
+            for size in (1, 32, 1024):
+                count = 1000 if size == 1 else 8192
+                batches = [titles[i : i + size] for i in range(5000, 5000 + count, size)]
+                started = time.perf_counter()
+                for batch in batches:
+                    clf.predict(batch)
+                row[f"{name} {size}"] = count / (time.perf_counter() - started)
+        results[family] = row
+        print(
+            f"| {family} | "
+            + " | ".join(
+                f"{row[f'torch {size}']:,.0f} / {row[f'onnx {size}']:,.0f}"
+                for size in (1, 32, 1024)
+            )
+            + f" | {row['torch latency_ms']:.3f} / {row['onnx latency_ms']:.3f}"
+            + f" | {agree:.4f} | {gap:.1e} |",
+            flush=True,
+        )
     return results
 
 
@@ -255,9 +339,36 @@ def main() -> None:
         default=1,
         help="torch intra-op threads for the offline part (training sets 1, as configs/mlp.yaml)",
     )
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        metavar="FAMILY",
+        help="only compare torch and ONNX Runtime offline, on these families",
+    )
+    parser.add_argument("--rows", type=int, default=20000, help="training titles, --runtimes")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PRODCAT_CACHE", str(args.work / "cache"))
+    if args.runtimes:
+        torch.set_num_threads(args.threads)
+        titles = read_titles(SHARED)
+        print(
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"load {os.getloadavg()[0]:.1f}, {args.threads} thread(s) for torch and ONNX Runtime"
+        )
+        print(
+            "| family | titles/s torch / onnx, batch 1 | batch 32 | batch 1024 "
+            "| one title p50 ms torch / onnx | top-1 agreement | max prob. gap |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        results = compare_runtimes(args.runtimes, titles, args)
+        out = args.out.with_name("runtimes.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            json.dumps({"rows": args.rows, "threads": args.threads, **results}, indent=1)
+        )
+        print(f"\nwritten to {out}")
+        return
 
     from prodcat import Classifier
 
