@@ -278,7 +278,9 @@ def _git(folder: str | Path | None, *args: str) -> str | None:
 def source_tags() -> dict[str, str]:
     """MLflow's standard source tags: the entry point's name, and the commit and branch of
     prodcat's source when it runs from a git checkout."""
-    tags = {"mlflow.source.name": Path(sys.argv[0]).name or "python"}
+    entry = Path(sys.argv[0])  # `prodcat`, a script, or a package's __main__.py (python -m)
+    name = (entry.parent if entry.name == "__main__.py" else entry).name
+    tags = {"mlflow.source.name": name or "python"}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
