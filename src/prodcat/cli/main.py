@@ -530,6 +530,8 @@ def _caused_by_terminate(error: BaseException | None) -> bool:
 
 
 def _resume_hint(args: list[str]) -> str:
+    if args[:1] in (["compare"], ["tune"]):
+        return ": finished runs and checkpoints are kept; run the same command to continue"
     if args[:1] != ["train"]:
         return ""
     return ": the last checkpoint is kept; continue with `prodcat train ... --resume`"

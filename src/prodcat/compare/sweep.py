@@ -227,9 +227,6 @@ def run_sweep(
 
     `callbacks` hear the events of every run trained (their `run.output` says which).
     """
-    from prodcat.training.progress import progress_bar
-    from prodcat.training.run import run
-
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     runs = plan(sweep, output, list(overrides), variants)
@@ -239,10 +236,24 @@ def run_sweep(
     todo = [r for r in runs if not r.finished]
     if len(todo) < len(runs):
         log.info("%d of %d runs already finished: kept", len(runs) - len(todo), len(runs))
+    try:
+        _run_all(runs, done, todo, parent, sweep.experiment, progress, callbacks)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs' checkpoints are kept
+        _close_parent(runs, parent, "KILLED")
+        raise
+    except BaseException:
+        _close_parent(runs, parent, "FAILED")
+        raise
+    _close_parent(runs, parent)
+    return done
+
+
+def _run_all(runs, done, todo, parent, title, progress, callbacks) -> None:
+    from prodcat.training.progress import progress_bar
+    from prodcat.training.run import run
+
     with progress_bar(progress, unit="runs") as bar:
-        task = bar.add_task(
-            sweep.experiment, total=len(runs), completed=len(runs) - len(todo), info=""
-        )
+        task = bar.add_task(title, total=len(runs), completed=len(runs) - len(todo), info="")
         for planned in runs:
             if planned.finished:
                 done.append((planned, RunResult.load(planned.folder)))
@@ -264,8 +275,6 @@ def run_sweep(
                 info=f"{planned.name}: BAC "
                 f"{(result.test or result.validation).balanced_accuracy:.4f}",
             )
-    _close_parent(runs, parent)
-    return done
 
 
 def _parent_run(sweep: Sweep, runs: list[PlannedRun], output: Path) -> str | None:
@@ -304,11 +313,11 @@ def _parent_run(sweep: Sweep, runs: list[PlannedRun], output: Path) -> str | Non
     return parent.info.run_id
 
 
-def _close_parent(runs: list[PlannedRun], parent: str | None) -> None:
+def _close_parent(runs: list[PlannedRun], parent: str | None, status: str = "FINISHED") -> None:
     if parent is None:
         return
     import mlflow
 
     from prodcat.tracking.tracker import tracking_uri
 
-    mlflow.MlflowClient(tracking_uri(runs[0].cfg.tracking.uri)).set_terminated(parent)
+    mlflow.MlflowClient(tracking_uri(runs[0].cfg.tracking.uri)).set_terminated(parent, status)

@@ -246,7 +246,14 @@ def tune(
         log.info(
             "study %s: %d of %d trials done, %d to go", spec.experiment, done, total, total - done
         )
-        study.optimize(objective, n_trials=total - done, show_progress_bar=progress)
+        try:
+            study.optimize(objective, n_trials=total - done, show_progress_bar=progress)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial's checkpoint is kept
+            _close_parent(base, parent, "KILLED")
+            raise
+        except BaseException:
+            _close_parent(base, parent, "FAILED")
+            raise
     else:
         log.info("study %s: all %d trials done", spec.experiment, total)
     _close_parent(base, parent)
@@ -354,11 +361,11 @@ def _parent_run(cfg: Config, spec: TuneSpec, output: Path) -> str | None:
     return run.info.run_id
 
 
-def _close_parent(cfg: Config, parent: str | None) -> None:
+def _close_parent(cfg: Config, parent: str | None, status: str = "FINISHED") -> None:
     if parent is None:
         return
     import mlflow
 
     from prodcat.tracking.tracker import tracking_uri
 
-    mlflow.MlflowClient(tracking_uri(cfg.tracking.uri)).set_terminated(parent)
+    mlflow.MlflowClient(tracking_uri(cfg.tracking.uri)).set_terminated(parent, status)
