@@ -141,7 +141,7 @@ def test_a_stopped_sweep_resumes_without_redoing_finished_runs(tmp_path, sweep_s
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep, out, overrides=overrides, progress=False, callbacks=[StopInSecondEpoch()])
     # The first run stopped in its second epoch, with the first epoch's checkpoint kept.
-    assert (out / "runs" / "good" / "r0" / "checkpoint.pt").is_file()
+    assert (out / "runs" / "good" / "r0" / "checkpoint.safetensors").is_file()
     assert not (out / "runs" / "good" / "r0" / "metrics.json").exists()
 
     trained = Trained()

@@ -13,6 +13,7 @@ from prodcat.cli.main import main
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
 from prodcat.training.callbacks import Callback
+from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.loop import train
 
 WORDS = {
@@ -126,7 +127,7 @@ def test_cli_train_logs_the_run_to_mlflow_on_sqlite(tmp_path, monkeypatch):
         "predictions.parquet",
     ):
         assert f"model/{name}" in artifacts
-    assert "model/checkpoint.pt" not in artifacts
+    assert f"model/{CHECKPOINT}" not in artifacts
 
 
 def assert_same_weights(folder, other):
@@ -299,7 +300,7 @@ def test_sigterm_stops_a_run_marks_it_killed_and_it_resumes(tmp_path):
     command = [sys.executable, "-m", "prodcat", *args]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline:
+    while not (tmp_path / "run" / CHECKPOINT).exists() and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)

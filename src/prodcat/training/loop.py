@@ -27,7 +27,12 @@ from prodcat.evaluation.metrics import write_category_report
 from prodcat.evaluation.plots import plot_history
 from prodcat.models.folder import build_model, save_model_folder
 from prodcat.training.callbacks import Callback, Callbacks, EarlyStopping, RunInfo, RunState
-from prodcat.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from prodcat.training.checkpoint import (
+    CHECKPOINT,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from prodcat.training.device import device_name, resolve_device
 from prodcat.training.optim import clip_gradients, make_optimizer
 from prodcat.training.progress import progress_bar
@@ -110,8 +115,8 @@ def train(
         log.warning("no %s in %s: starting a new run", CHECKPOINT, output)
     if checkpoint is not None:
         state, best_weights = _restore(checkpoint, model, optimizer, schedule, output)
-    elif rank.main and (output / CHECKPOINT).exists():
-        (output / CHECKPOINT).unlink()  # a new run in an old folder starts clean
+    elif rank.main:
+        remove_checkpoint(output)  # a new run in an old folder starts clean
     if rank.main:
         (output / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
 

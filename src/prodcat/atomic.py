@@ -1,0 +1,98 @@
+"""Files written so that a kill or a crash at any moment leaves the old file or the new one,
+never a half-written one: write under a temporary name in the same folder, fsync, rename."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a file's content to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends without an error, fsync it
+    and rename it to `path`. On an error (or a kill) `path` keeps its old content."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """`Path.write_text` (UTF-8), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def publish_folder(staging: str | Path, folder: str | Path, last: tuple[str, ...] = ()) -> None:
+    """Move every entry of `staging` into `folder` by rename (each file atomically), the
+    names in `last` after all others, then remove `staging`.
+
+    `staging` must lie on the same file system, e.g. inside `folder`. Files are fsynced
+    before they move, so a file found under its final name is whole.
+    """
+    staging, folder = Path(staging), Path(folder)
+    entries = {entry.name: entry for entry in staging.iterdir()}
+    for name in sorted(set(entries) - set(last)):
+        _move(entries[name], folder / name)
+    fsync_dir(folder)  # everything else is in place before the last names appear
+    for name in last:
+        if name in entries:
+            _move(entries[name], folder / name)
+    fsync_dir(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move(entry: Path, target: Path) -> None:
+    if entry.is_dir():
+        for file in entry.rglob("*"):
+            if file.is_file():
+                fsync_file(file)
+        if target.exists():
+            # A folder cannot replace a folder in one rename: move the old one aside first.
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(entry, target)
+    else:
+        fsync_file(entry)
+        os.replace(entry, target)
