@@ -72,6 +72,9 @@ def publish_folder(staging: str | Path, folder: str | Path, last: tuple[str, ...
     """
     staging, folder = Path(staging), Path(folder)
     entries = {entry.name: entry for entry in staging.iterdir()}
+    for name in last:  # an old marker must not vouch for a folder half replaced
+        if name in entries:
+            (folder / name).unlink(missing_ok=True)
     for name in sorted(set(entries) - set(last)):
         _move(entries[name], folder / name)
     fsync_dir(folder)  # everything else is in place before the last names appear

@@ -3,19 +3,31 @@
 `config.yaml` (every setting, the featurizer's too), what the featurizer fitted
 (`featurizer.json`, `vocab.txt`), `labels.txt` and the weights in `model.safetensors`;
 training adds `metrics.json`, test predictions, the per-category report and plots.
+`manifest.json` holds the checksums of the files that rebuild the model, checked on load.
+
+The folder is written atomically: files are made in a hidden `.partial-*` folder inside it and
+renamed into place, `metrics.json` (what marks a finished run) last; a kill leaves the old
+files or the new ones, never a half-written file.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from prodcat.atomic import publish_folder
 from prodcat.config import Config, load_config
 from prodcat.data.featurizer import SPEC_FILE, Featurizer, load_featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ProdcatError
 from prodcat.models.base import TextClassifier
+from prodcat.models.manifest import verify_model_folder, write_manifest
 from prodcat.registry import get_family
 
 WEIGHTS = "model.safetensors"
@@ -41,13 +53,39 @@ def save_model_folder(
     featurizer: Featurizer,
     labels: LabelMap,
 ) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the files that rebuild the model into `folder`, atomically, with a manifest."""
+    with staging_folder(folder) as staging:
+        write_model_files(staging, cfg, model, featurizer, labels)
+
+
+def write_model_files(
+    folder: Path, cfg: Config, model: TextClassifier, featurizer: Featurizer, labels: LabelMap
+) -> None:
+    """The model's files and their manifest, written in place (into a staging folder)."""
     (folder / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     featurizer.save(folder)
     labels.save(folder / "labels.txt")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
+    write_manifest(folder)
+
+
+@contextmanager
+def staging_folder(folder: str | Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a hidden folder inside `folder`; what the block writes there is moved into
+    `folder` when it ends (the names in `last` after all others), or dropped on an error."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".partial-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = folder / f".partial-{os.getpid()}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_folder(staging, folder, last=last)
 
 
 def load_model_folder(
@@ -58,10 +96,15 @@ def load_model_folder(
     for name in ("config.yaml", SPEC_FILE, "labels.txt", WEIGHTS):
         if not (folder / name).is_file():
             raise ProdcatError(f"{folder}: not a model folder (no {name})")
+    verify_model_folder(folder)
     cfg = load_config(folder / "config.yaml")
     featurizer = load_featurizer(folder, cfg)
     labels = LabelMap.load(folder / "labels.txt")
     model = build_model(cfg, len(labels), featurizer, initialise=False)
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except (SafetensorError, RuntimeError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ProdcatError(f"{folder / WEIGHTS}: cannot load the weights ({reason})") from None
     model.eval()
     return cfg, model, featurizer, labels

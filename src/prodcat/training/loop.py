@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
+from prodcat.atomic import write_text_atomic
 from prodcat.config import Config
 from prodcat.data.dataset import Splits
 from prodcat.errors import ConfigError
 from prodcat.evaluation.evaluate import evaluate_split, save_predictions, weighted_loss
 from prodcat.evaluation.metrics import write_category_report
 from prodcat.evaluation.plots import plot_history
-from prodcat.models.folder import build_model, save_model_folder
+from prodcat.models.folder import build_model, staging_folder, write_model_files
 from prodcat.training.callbacks import Callback, Callbacks, EarlyStopping, RunInfo, RunState
 from prodcat.training.checkpoint import (
     CHECKPOINT,
@@ -37,7 +38,7 @@ from prodcat.training.device import device_name, resolve_device
 from prodcat.training.optim import clip_gradients, make_optimizer
 from prodcat.training.progress import progress_bar
 from prodcat.training.ranks import Rank
-from prodcat.training.result import RunResult, Scores
+from prodcat.training.result import METRICS_FILE, RunResult, Scores
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def train(
     elif rank.main:
         remove_checkpoint(output)  # a new run in an old folder starts clean
     if rank.main:
-        (output / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        write_text_atomic(output / "config.yaml", cfg.to_yaml())
 
     listeners = list(callbacks) + ([EarlyStopping(t.patience)] if t.patience else [])
     events = Callbacks(listeners, main=rank.main)
@@ -364,16 +365,18 @@ def _finish(cfg, model, splits, state: RunState, output, device, autocast, rank)
     result._model = model.eval()  # ready to predict, as a reloaded model is
     if not rank.main:
         return result
-    save_model_folder(output, cfg, model, splits.featurizer, splits.labels)
-    save_predictions(output, report_split, predictions, splits.labels)
-    write_category_report(
-        report_split.labels,
-        predictions.top_ids[:, 0],
-        splits.labels.names,
-        output / "category_report.csv",
-    )
-    if history:
-        plot_history(history, output)
-    result.save(output)
+    # Written aside and renamed into place, metrics.json last: a folder that has it is whole.
+    with staging_folder(output, last=(METRICS_FILE,)) as staging:
+        write_model_files(staging, cfg, model, splits.featurizer, splits.labels)
+        save_predictions(staging, report_split, predictions, splits.labels)
+        write_category_report(
+            report_split.labels,
+            predictions.top_ids[:, 0],
+            splits.labels.names,
+            staging / "category_report.csv",
+        )
+        if history:
+            plot_history(history, staging)
+        result.save(staging)
     log.info("saved the model in %s", output)
     return result

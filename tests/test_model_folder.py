@@ -1,0 +1,100 @@
+"""Model folders are written atomically, carry a checksum manifest, and a damaged, incomplete
+or newer folder is refused with one line naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from prodcat.config import build_config
+from prodcat.data.dataset import load_splits
+from prodcat.errors import ProdcatError
+from prodcat.models.folder import WEIGHTS, load_model_folder
+from prodcat.models.manifest import MANIFEST
+from prodcat.training.checkpoint import CHECKPOINT
+from prodcat.training.loop import train
+from tests.test_training import small_overrides, write_titles
+
+
+@pytest.fixture
+def model(small_model, tmp_path):
+    """A copy of the session's small model folder, free to damage."""
+    return shutil.copytree(small_model, tmp_path / "model")
+
+
+def test_the_manifest_lists_every_file_that_rebuilds_the_model(model):
+    files = json.loads((model / MANIFEST).read_text())["files"]
+    assert {"config.yaml", "featurizer.json", "vocab.txt", "labels.txt", WEIGHTS} <= set(files)
+    assert "metrics.json" not in files and CHECKPOINT not in files
+    assert not list(model.glob(".partial-*"))
+    load_model_folder(model)  # whole: loads
+
+
+def flip_a_byte(path, at=-1):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda m: flip_a_byte(m / WEIGHTS), "{m}/model.safetensors: damaged or modified"),
+        (
+            lambda m: (m / "vocab.txt").write_text("hola\n", encoding="utf-8"),
+            "{m}/vocab.txt: damaged or modified",
+        ),
+        (lambda m: (m / "labels.txt").unlink(), "{m}: not a model folder (no labels.txt)"),
+        (
+            lambda m: (m / MANIFEST).write_text('{"format": 1, "files": [', encoding="utf-8"),
+            "{m}/manifest.json: damaged model manifest",
+        ),
+        (
+            lambda m: (m / MANIFEST).write_text(
+                json.dumps({"format": 99, "prodcat_version": "9.0", "files": {}})
+            ),
+            "{m}: saved by prodcat 9.0 in model folder format 99",
+        ),
+    ],
+    ids=["flipped-weights", "edited-vocabulary", "missing-file", "bad-manifest", "newer-format"],
+)
+def test_a_damaged_model_folder_is_a_one_line_error(model, run_cli, damage, message):
+    damage(model)
+    with pytest.raises(ProdcatError) as error:
+        load_model_folder(model)
+    assert str(error.value).startswith(message.format(m=model))
+    code, out, err = run_cli(["predict", str(model), "Lavarropas Drean 8 kilos"])
+    assert code != 0 and "Traceback" not in err
+    assert message.format(m=model) in err
+
+
+def test_truncated_weights_without_a_manifest_are_a_clear_error(model):
+    (model / MANIFEST).unlink()  # a folder saved before manifests existed
+    weights = model / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ProdcatError, match=f"^{weights}: cannot load the weights"):
+        load_model_folder(model)
+
+
+def test_a_run_killed_while_saving_leaves_no_finished_looking_folder(tmp_path, monkeypatch):
+    import prodcat.training.loop as loop
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=10)
+    cfg = build_config(overrides=small_overrides(tmp_path, **{"training.epochs": 1}))
+    splits = load_splits(cfg.data, data)
+
+    def killed(history, folder):
+        raise KeyboardInterrupt  # as a kill while the plots are drawn
+
+    monkeypatch.setattr(loop, "plot_history", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, splits, tmp_path / "run")
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert names == {"config.yaml", CHECKPOINT}  # no metrics.json, no half folder
+    monkeypatch.undo()
+
+    result = train(cfg, splits, tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "metrics.json").is_file() and result.epochs_run == 1
+    load_model_folder(tmp_path / "run")
