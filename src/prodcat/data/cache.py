@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prodcat.atomic import fsync_dir, fsync_file
 from prodcat.config import DataConfig
 from prodcat.data.readers import RowBatch, TableReader
 from prodcat.data.text import padded_ids
@@ -61,6 +64,8 @@ ARRAYS = {
     "lines": np.int64,
 }
 BLOCK_ROWS = 1 << 17  # 16 MiB of token ids at 32 per title
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_root() -> Path:
@@ -289,21 +294,69 @@ def encode_file(
     if (folder / "meta.json").is_file():
         return EncodedFile(folder)
     root.mkdir(parents=True, exist_ok=True)
-    work = root / f".{folder.name}.{os.getpid()}.tmp"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        _encode_into(work, reader, data_cfg, featurizer, progress)
-        # Rename last: a killed run leaves only a temporary folder, never a half cache.
+    # One process encodes a file at a time; the others wait, then reuse its cache.
+    with _cache_lock(root / f".{folder.name}.lock"):
         if (folder / "meta.json").is_file():
-            shutil.rmtree(work)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(work, folder)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+            return EncodedFile(folder)
+        for stale in root.glob(f".{folder.name}.*.tmp"):  # left by a killed process
+            shutil.rmtree(stale, ignore_errors=True)
+        work = root / f".{folder.name}.{os.getpid()}.tmp"
+        work.mkdir(parents=True)
+        try:
+            _encode_into(work, reader, data_cfg, featurizer, progress)
+            _publish(work, folder)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     return EncodedFile(folder)
+
+
+@contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (flock: released by the kernel if the process dies); the
+    lock file is removed when released, so the cache folder holds only caches."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename alone keeps the cache whole
+        yield
+        return
+    while True:
+        f = open(path, "a")
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process that is encoding the same file")
+                fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some NFS): the rename still protects
+            f.close()
+            yield
+            return
+        try:
+            locked = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            locked = False
+        if locked:
+            break
+        f.close()  # the holder removed this file as it finished: lock the next one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        f.close()
+
+
+def _publish(work: Path, folder: Path) -> None:
+    """Rename the finished `work` folder to `folder`, its files on disk first: a cache
+    folder that exists is whole (a killed run leaves only a temporary folder)."""
+    for file in work.iterdir():
+        fsync_file(file)
+    if folder.exists():  # no meta.json: a damaged leftover, moved aside in one rename
+        old = folder.with_name(f".{folder.name}.{os.getpid()}.old.tmp")
+        os.replace(folder, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(work, folder)
+    fsync_dir(folder.parent)
 
 
 def _encode_into(
