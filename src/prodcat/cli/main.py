@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from prodcat.cli.compare import register as register_compare
@@ -346,13 +347,8 @@ def serve(
             raise ConfigError(f"{name} must be at least {least}, got {value}")
     if max_wait_ms < 0:
         raise ConfigError(f"--max-wait-ms must be at least 0, got {max_wait_ms}")
-    try:
-        from prodcat.serving.app import serve as run_server
-    except ImportError as e:
-        raise ProdcatError(
-            f"prodcat serve needs the serve extra ({e.name} is missing): "
-            'pip install "prodcat[serve]"'
-        ) from None
+    from prodcat.serving.app import serve as run_server  # fastapi: main() names the extra
+
     _setup_logging(quiet=False)
     run_server(
         model,
@@ -487,7 +483,8 @@ def vectors_train(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the command, turning user errors into one line and exit code 2."""
+    """Entry point: runs the command, turning user errors into one line and exit code 2 (a
+    missing optional dependency or an unwritable folder: exit code 1)."""
     args = sys.argv[1:] if argv is None else argv
     try:
         if args[:1] == ["train"]:
@@ -498,11 +495,20 @@ def main(argv: list[str] | None = None) -> None:
                 return
         app(args=args, prog_name="prodcat", standalone_mode=True)
     except ProdcatError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except ModuleNotFoundError as e:
+        # An optional dependency group not installed (`prodcat[train]`, ...): say which.
+        from prodcat.extras import missing_extra_message
+
+        message = missing_extra_message(e, args)
+        if message is None:
+            raise
+        console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except OSError as e:
         # A folder that cannot be written, a full disk: the environment, not a bug.
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt as e:
         _stopped(e, args)

@@ -73,7 +73,7 @@ class OnnxClassifier:
             import onnxruntime as ort
         except ImportError:
             raise ProdcatError(
-                'the onnx runtime needs onnxruntime: pip install "prodcat[onnx]"'
+                "the onnx runtime needs onnxruntime: pip install 'prodcat[onnx]'"
             ) from None
         folder = Path(folder)
         for name in ("config.yaml", SPEC_FILE, "labels.txt"):

@@ -39,7 +39,9 @@ def local_model_folder(location: str | Path) -> Path:
         import mlflow
         from mlflow.exceptions import MlflowException
     except ImportError:
-        raise ProdcatError(f"loading {location} needs mlflow: pip install mlflow") from None
+        raise ProdcatError(
+            f"loading {location} needs mlflow: pip install 'prodcat[train]' (or mlflow)"
+        ) from None
     try:
         root = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(location)))
     except MlflowException as e:
