@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
@@ -141,6 +142,50 @@ def _read_failure(path: Path, e: Exception) -> DataError:
     return DataError(f"cannot read the file: {reason}", path)
 
 
+# What a file that is not text starts with, and what to do about it.
+NOT_TEXT = [
+    (b"PK\x03\x04", "a zip archive (unzip it first)"),
+    (b"BZh", "compressed with bzip2 (only gzip is read: decompress it first)"),
+    (b"\xfd7zXZ\x00", "compressed with xz (only gzip is read: decompress it first)"),
+    (b"\x28\xb5\x2f\xfd", "compressed with zstd (only gzip is read: decompress it first)"),
+    (b"PAR1", "a Parquet file (prodcat reads CSV or JSON lines)"),
+    (b"\xff\xfe", "UTF-16 text (save the file as UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text (save the file as UTF-8)"),
+]
+SNIFF_BYTES = 1 << 16
+
+
+def check_text_file(path: Path) -> None:
+    """Fail with one clear line if the file is an archive, UTF-16 or binary data rather than
+    UTF-8 text; looks at the file's first 64 KiB (after gzip)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    try:
+        with _open_binary(path) as f:
+            sample = f.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return  # a damaged gzip: reading it reports that, with its reason
+    for magic, what in NOT_TEXT:
+        if head.startswith(magic) or sample.startswith(magic):
+            raise DataError(f"not a CSV or JSON-lines file: {what}", path)
+    if not sample:
+        return
+    nul = sample.count(0)
+    if nul > len(sample) // 8 and max(sample[0::2].count(0), sample[1::2].count(0)) > nul * 0.9:
+        raise DataError("not a CSV or JSON-lines file: UTF-16 text (save the file as UTF-8)", path)
+    text = sample.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") + sum(1 for c in text if c < " " and c not in "\t\n\r")
+    if bad > max(8, len(text) // 20):
+        first = next(
+            i for i, c in enumerate(text) if c == "\ufffd" or (c < " " and c not in "\t\n\r")
+        )
+        raise DataError(
+            "not a CSV or JSON-lines file: binary data, not text",
+            path,
+            line=text.count("\n", 0, first) + 1,
+        )
+
+
 class TableReader:
     """Reads a CSV or JSON-lines file in batches of rows, with bounded memory."""
 
@@ -152,10 +197,13 @@ class TableReader:
         block_size: int = BLOCK_SIZE,
     ):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DataError("a folder, not a file", self.path)
         if not self.path.is_file():
             raise DataError("no such file", self.path)
         if self.path.stat().st_size == 0:
             raise DataError("the file is empty", self.path)
+        check_text_file(self.path)
         self.columns = columns or ColumnsConfig()
         self.format = detect_format(self.path) if file_format == "auto" else file_format
         self.block_size = block_size
@@ -178,15 +226,40 @@ class TableReader:
             if field not in self.fields:
                 name = getattr(self.columns, field)
                 raise DataError(
-                    f"missing column '{name}' (the file has: {', '.join(self.file_columns)})",
+                    f"missing column '{name}' (the file has: {', '.join(self.file_columns)})"
+                    + self._delimiter_hint(),
                     self.path,
                     line=1,
                 )
 
+    def _delimiter_hint(self) -> str:
+        """Why a one-column header may be the wrong separator, e.g. `title;category`."""
+        if self.format != "csv" or len(self.file_columns) != 1:
+            return ""
+        names = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
+        for separator, name in names.items():
+            if separator != self.delimiter and separator in self.file_columns[0]:
+                return (
+                    f"; the header is separated by {name}, but prodcat reads a "
+                    f"{'.tsv' if self.delimiter == chr(9) else '.csv'} file as separated by "
+                    f"{names[self.delimiter]}"
+                )
+        return ""
+
     def _read_header(self) -> list[str]:
         first = _first_line(self.path)
         if self.format == "csv":
-            return next(csv.reader([first], delimiter=self.delimiter))
+            columns = next(csv.reader([first], delimiter=self.delimiter))
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:
+                raise DataError(
+                    f"column '{twice[0]}' appears more than once in the header", self.path, line=1
+                )
+            return columns
+        if first.lstrip().startswith("["):
+            raise DataError(
+                "a JSON array; prodcat reads JSON lines (one object per line)", self.path, line=1
+            )
         try:
             obj = json.loads(first)
         except json.JSONDecodeError as e:
@@ -212,11 +285,44 @@ class TableReader:
                     first = False
                 if len(lines):
                     line = int(lines[0])
-                yield RowBatch(table, lines)
+                batch = RowBatch(table, lines)
+                self._check_rows(batch)
+                yield batch
         except pa.ArrowInvalid as e:
             raise self._explain(e, line) from None
         except (OSError, EOFError, zlib.error) as e:
             raise _read_failure(self.path, e) from None
+
+    def _check_rows(self, batch: RowBatch) -> None:
+        """Values no title file should hold: NUL bytes, and a CSV's header line repeated (files
+        joined together with their headers), which would make a category of the column name."""
+        for field in ("text", "label"):
+            column = batch.column(field)
+            if column is None:
+                continue
+            nul = pc.fill_null(pc.match_substring(column, "\x00"), False)
+            if pc.any(nul).as_py():
+                first = int(np.flatnonzero(nul.to_numpy(zero_copy_only=False))[0])
+                raise DataError(
+                    "a NUL byte (binary data in a text file)",
+                    self.path,
+                    line=batch.line_of(first),
+                    field=self.fields[field],
+                )
+        text, label = batch.column("text"), batch.column("label")
+        if self.format != "csv" or text is None:
+            return
+        again = pc.equal(text, self.fields["text"])
+        if label is not None:
+            again = pc.and_(again, pc.equal(label, self.fields["label"]))
+        again = pc.fill_null(again, False)
+        if pc.any(again).as_py():
+            first = int(np.flatnonzero(again.to_numpy(zero_copy_only=False))[0])
+            raise DataError(
+                "the header line again (were files joined with their headers?)",
+                self.path,
+                line=batch.line_of(first),
+            )
 
     def _number_lines(self, n: int) -> np.ndarray:
         """File lines of the next `n` rows, stepping over the empty lines Arrow skipped."""
@@ -294,8 +400,9 @@ class TableReader:
             bad = getattr(self, "_bad_row", None)
             if bad is not None:
                 line = bad.number if bad.number is not None else batch_line
+                quote = " (an unclosed quote?)" if (bad.text or "").count('"') % 2 else ""
                 return DataError(
-                    f"expected {bad.expected_columns} columns, found {bad.actual_columns}",
+                    f"expected {bad.expected_columns} columns, found {bad.actual_columns}{quote}",
                     self.path,
                     line=line,
                 )
@@ -312,7 +419,8 @@ class TableReader:
                     raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     return DataError(
-                        f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                        f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}; "
+                        "save the file as UTF-8)",
                         self.path,
                         line=number,
                     )
