@@ -30,7 +30,16 @@ from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 import prodcat
 from prodcat.serving.batcher import MicroBatcher
@@ -59,28 +68,50 @@ def _check_title(title: str) -> str:
     return title
 
 
-Title = Annotated[str, AfterValidator(_check_title)]
+# The schema says what `_check_title` checks, so that clients (and schemathesis) generating
+# requests from it make valid ones: Python's `\S` is exactly "not only str.isspace()".
+TITLE_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS, "pattern": r"\S"}
+Title = Annotated[str, AfterValidator(_check_title), WithJsonSchema(TITLE_SCHEMA)]
+
+
+def _request_schema(schema: dict[str, Any]) -> None:
+    # `title` and `titles` are optional but not nullable, and exactly one of them is given.
+    for name in ("title", "titles"):
+        field = schema["properties"][name]
+        field.update(next(s for s in field.pop("anyOf") if s.get("type") != "null"))
+        field.pop("default", None)
+    schema["oneOf"] = [{"required": ["title"]}, {"required": ["titles"]}]
+    schema["examples"] = [
+        {"titles": ["Placa De Sonido - Behringer Umc22", "Taladro Percutor"], "top_k": 3},
+        {"title": "Placa De Sonido - Behringer Umc22"},
+    ]
 
 
 class PredictRequest(BaseModel):
     """One title or a list of titles, and how many categories to return for each."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "examples": [
-                {"titles": ["Placa De Sonido - Behringer Umc22", "Taladro Percutor"], "top_k": 3},
-                {"title": "Placa De Sonido - Behringer Umc22"},
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_request_schema)
 
     title: Title | None = Field(None, description="one title (or give `titles`)")
     titles: list[Title] | None = Field(
         None, min_length=1, max_length=MAX_TITLES, description="titles to classify"
     )
     top_k: int = Field(1, ge=1, le=MAX_TOP_K, description="categories returned per title")
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _integral_number(cls, value: Any) -> Any:
+        # JSON Schema counts 3.0 as an integer; strict pydantic would not.
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ("title", "titles"):
+                if name in data and data[name] is None:
+                    raise ValueError(f"'{name}' must not be null: leave it out")
+        return data
 
     @model_validator(mode="after")
     def _one_of_title_and_titles(self) -> PredictRequest:
@@ -228,6 +259,12 @@ def create_app(
         "/predict",
         response_model=PredictResponse,
         dependencies=keyed,
+        responses={
+            400: {"description": "an invalid Content-Length header"},
+            401: {"description": f"a missing or wrong {API_KEY_HEADER} header"},
+            413: {"description": f"a body over {MAX_BODY_BYTES:,} bytes"},
+            422: {"description": "invalid JSON or UTF-8, or a request the schema refuses"},
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
