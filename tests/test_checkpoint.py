@@ -96,7 +96,7 @@ class RunsCode:
 
 def test_a_pickled_checkpoint_never_runs_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / LEGACY_CHECKPOINT).write_bytes(pickle.dumps({"state": RunsCode()}))
+    (tmp_path / LEGACY_CHECKPOINT).write_bytes(pickle.dumps({"state": RunsCode()}, protocol=2))
     with pytest.raises(ConfigError, match="cannot be read safely"):
         load_checkpoint(tmp_path)
     assert not (tmp_path / "PWNED").exists()
