@@ -17,6 +17,7 @@ uvicorn; `app_from_environment` is the factory each uvicorn worker process calls
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import logging
@@ -308,15 +309,25 @@ def create_app(
     return app
 
 
+def freeze_loaded_objects() -> None:
+    """Exempt what is loaded so far (the model, torch's and the libraries' objects) from
+    garbage collection: a full collection traversed all of it, a ~150 ms pause that every
+    request in flight waited out (the p99 of 64 concurrent clients), now a few ms."""
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker process, from the settings `serve` put in the env."""
     settings = json.loads(os.environ[SETTINGS_ENV])
-    return create_app(
+    app = create_app(
         load_classifier(settings["model"], settings["runtime"], settings["onnx"]),
         api_key=os.environ.get(API_KEY_ENV) or None,
         max_batch=settings["max_batch"],
         max_wait_ms=settings["max_wait_ms"],
     )
+    freeze_loaded_objects()
+    return app
 
 
 def serve(
@@ -343,6 +354,7 @@ def serve(
     common = {"host": host, "port": port, "access_log": access_log, "log_level": "info"}
     if workers == 1:
         app = create_app(classifier, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        freeze_loaded_objects()
         uvicorn.run(app, **common)
         return
     os.environ[SETTINGS_ENV] = json.dumps(
