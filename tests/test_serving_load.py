@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -148,15 +149,17 @@ def soak(server: ServeProcess, titles: list[str], requests: int, clients: int = 
 def fuzz(base_url: str, max_examples: int, seed: int = 0) -> list[str]:
     """Run schemathesis against the server's OpenAPI schema, every check, positive and
     negative cases; the failures found (empty when none)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json"]
-        + ["--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed)]
-        + ["--no-color", "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=max(60, max_examples),
-        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
-    )
+    with tempfile.TemporaryDirectory() as scratch:  # schemathesis writes .schemathesis/ there
+        done = subprocess.run(
+            [sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json"]
+            + ["--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed)]
+            + ["--no-color", "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=max(60, max_examples),
+            cwd=scratch,
+            env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
+        )
     if done.returncode == 0:
         return []
     return [done.stdout[-4000:] + done.stderr[-2000:]]
