@@ -12,7 +12,18 @@ Served: `prodcat serve` in a subprocess on 127.0.0.1, loaded by a keep-alive HTT
 in this process (1, 8 and 64 connections, 1 and 32 titles per request), each run bounded by
 --requests and --seconds. The load generator and the server share the machine's cores, so
 served numbers are a floor.
-Results are printed and written to benchmarks/out/serving.json.
+Both processes freeze the objects loaded at start-up out of the garbage collector: a full
+collection over torch's objects paused the server (and the load generator) ~150 ms, which every
+request in flight waited out, and made the p99 at 64 clients look worse with batching.
+`--serve-runtime onnx` serves the exported model (written first if missing); `--served-only`
+skips the offline part. Results are printed and written to benchmarks/out/serving.json.
+
+    .venv/bin/python benchmarks/serving.py --soak 20000 --fuzz 1000   # at full size
+
+`--soak N`: the suite's load test (tests/test_serving_load.py) at N requests from 64 clients:
+statuses, wrong answers and the server's RSS after each thousand; `--fuzz N`: schemathesis over
+the OpenAPI schema with N examples per operation, every check. Written to
+benchmarks/out/serving-soak.json.
 
     .venv/bin/python benchmarks/serving.py --runtimes mlp cnn lstm gru   # torch vs ONNX only
 
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import gzip
 import itertools
 import json
@@ -202,12 +214,13 @@ def free_port() -> int:
 class Server:
     """`prodcat serve` in a subprocess, stopped on exit."""
 
-    def __init__(self, model: Path, max_batch: int, log: Path):
+    def __init__(self, model: Path, max_batch: int, log: Path, runtime: str = "torch"):
         self.port = free_port()
         self.log = open(log, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prodcat.cli.main", "serve", str(model)]
-            + ["--port", str(self.port), "--max-batch", str(max_batch), "--no-access-log"],
+            + ["--port", str(self.port), "--max-batch", str(max_batch), "--no-access-log"]
+            + ["--runtime", runtime],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -299,7 +312,7 @@ async def load(port, titles, clients, per_request, requests, seconds) -> dict:
 def served(model: Path, clf, titles: list[str], args, work: Path) -> dict:
     results: dict = {}
     for mode, max_batch in (("on", 256), ("off", 1)):
-        with Server(model, max_batch, work / f"server-{mode}.log") as server:
+        with Server(model, max_batch, work / f"server-{mode}.log", args.serve_runtime) as server:
             for clients in (1, 8, 64):
                 for per_request in (1, 32):
                     asyncio.run(load(server.port, titles, clients, per_request, 50, 5.0))  # warm-up
@@ -326,6 +339,45 @@ def served(model: Path, clf, titles: list[str], args, work: Path) -> dict:
     return results
 
 
+def soak_and_fuzz(model: Path, args) -> None:
+    """The suite's load test and schemathesis run (tests/test_serving_load.py) at full size."""
+    sys.path.insert(0, str(ROOT))
+    from tests.test_serving_load import ServeProcess, fuzz, sample_titles, soak
+
+    gc.collect()
+    gc.freeze()
+    server = ServeProcess(model, ["--runtime", args.serve_runtime], args.work / "soak.log")
+    results: dict = {"model": str(model), "runtime": args.serve_runtime}
+    try:
+        if args.soak:
+            run = soak(server, sample_titles(), args.soak, clients=64)
+            rss = run["rss_mib"]
+            print(
+                f"load test: {run['requests']:,} requests from 64 clients "
+                f"in {run['seconds']:.0f} s "
+                f"({run['requests_per_second']:,.0f}/s), statuses {run['statuses']}, "
+                f"{len(run['wrong'])} wrong; server RSS after each thousand (MiB): "
+                f"{', '.join(f'{r:.1f}' for r in rss[1:])}; last - first thousand "
+                f"{rss[-1] - rss[1]:+.2f} MiB"
+            )
+            results["soak"] = run
+        if args.fuzz:
+            started = time.perf_counter()
+            failures = fuzz(server.base_url, args.fuzz)
+            seconds = time.perf_counter() - started
+            print(
+                f"schemathesis, {args.fuzz} examples per operation, every check: "
+                f"{'no failures' if not failures else failures[0]} ({seconds:.0f} s)"
+            )
+            results["fuzz"] = {"max_examples": args.fuzz, "failures": failures, "seconds": seconds}
+    finally:
+        server.stop()
+    out = args.out.with_name("serving-soak.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"written to {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a model folder (default: train an MLP)")
@@ -346,6 +398,12 @@ def main() -> None:
         help="only compare torch and ONNX Runtime offline, on these families",
     )
     parser.add_argument("--rows", type=int, default=20000, help="training titles, --runtimes")
+    parser.add_argument(
+        "--serve-runtime", choices=("torch", "onnx"), default="torch", help="prodcat serve's"
+    )
+    parser.add_argument("--served-only", action="store_true", help="skip the offline part")
+    parser.add_argument("--soak", type=int, metavar="N", help="only the load test, N requests")
+    parser.add_argument("--fuzz", type=int, metavar="N", help="only schemathesis, N examples")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PRODCAT_CACHE", str(args.work / "cache"))
@@ -373,6 +431,13 @@ def main() -> None:
     from prodcat import Classifier
 
     model = args.model or train_model(args.work)
+    if args.serve_runtime == "onnx" and not (model / "model.onnx").is_file():
+        from prodcat.serving.onnx_export import export_onnx
+
+        export_onnx(model)
+    if args.soak or args.fuzz:
+        soak_and_fuzz(model, args)
+        return
     torch.set_num_threads(args.threads)
     clf = Classifier.load(model)
     titles = read_titles(SHARED)
@@ -382,20 +447,27 @@ def main() -> None:
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), load {load_avg:.1f}"
     )
 
-    print("offline (Classifier.predict; before = Arrow tokenizer every call, no_grad):")
-    off = offline(clf, titles)
-    (b50, b99), (n50, n99) = off["latency_ms"]["before"], off["latency_ms"]["now"]
-    print(
-        f"  one title: before p50 {b50:.3f} ms p99 {b99:.3f} ms | "
-        f"now p50 {n50:.3f} ms p99 {n99:.3f} ms | {b50 / n50:.1f}x faster at p50"
-    )
-    for size, rates in off["titles_per_second"].items():
+    off: dict = {"latency_ms": {}, "titles_per_second": {}}
+    if not args.served_only:
+        print("offline (Classifier.predict; before = Arrow tokenizer every call, no_grad):")
+        off = offline(clf, titles)
+        (b50, b99), (n50, n99) = off["latency_ms"]["before"], off["latency_ms"]["now"]
         print(
-            f"  batch {size:>4}: before {rates['before']:>9,.0f} titles/s | "
-            f"now {rates['now']:>9,.0f} titles/s | {rates['now'] / rates['before']:.1f}x"
+            f"  one title: before p50 {b50:.3f} ms p99 {b99:.3f} ms | "
+            f"now p50 {n50:.3f} ms p99 {n99:.3f} ms | {b50 / n50:.1f}x faster at p50"
         )
+        for size, rates in off["titles_per_second"].items():
+            print(
+                f"  batch {size:>4}: before {rates['before']:>9,.0f} titles/s | "
+                f"now {rates['now']:>9,.0f} titles/s | {rates['now'] / rates['before']:.1f}x"
+            )
 
-    print("served (prodcat serve, 1 worker; the load generator shares the cores):")
+    print(
+        f"served (prodcat serve --runtime {args.serve_runtime}, 1 worker; the load generator "
+        "shares the cores):"
+    )
+    gc.collect()
+    gc.freeze()  # the load generator's own full collections would stall every client
     web = served(model, clf, titles, args, args.work)
     print()
     print(
@@ -415,7 +487,16 @@ def main() -> None:
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"load": load_avg, "offline": off, "served": web, "model": str(model)}, indent=1)
+        json.dumps(
+            {
+                "load": load_avg,
+                "runtime": args.serve_runtime,
+                "offline": off,
+                "served": web,
+                "model": str(model),
+            },
+            indent=1,
+        )
     )
     print(f"\nwritten to {args.out}")
 
