@@ -11,7 +11,8 @@ import pytest
 
 from prodcat import Classifier
 from prodcat.data.dataset import load_splits
-from prodcat.training.callbacks import Callback
+from prodcat.errors import ConfigError
+from prodcat.training.callbacks import Callback, Callbacks
 from prodcat.training.loop import train
 from prodcat.training.ranks import Rank
 from prodcat.training.result import RunResult
@@ -94,21 +95,14 @@ def test_test_predictions_are_saved_with_the_model(tmp_path, data):
     assert accuracy == pytest.approx(result.test.accuracy)
 
 
-def test_a_second_rank_trains_its_shard_and_has_no_side_effects(tmp_path, data):
-    cfg = small_config(tmp_path, **{"training.epochs": 2, "training.checkpoint_minutes": 1e-9})
+def test_ranks_take_disjoint_shards_that_make_the_batches_of_one_process(tmp_path, data):
+    # Real ranks under torchrun are tested in test_distributed.py; here, what each one reads.
+    cfg = small_config(tmp_path)
     splits = load_splits(cfg.data, data)
-    plain, main_only = Recorder(), MainOnlyRecorder()
-    result = train(cfg, splits, tmp_path / "rank1", [plain, main_only], rank=Rank(1, 2))
-
-    assert not (tmp_path / "rank1").exists()  # no folder, checkpoint, model or metrics
-    assert main_only.events == []  # the tracker's kind of callback never ran
-    assert [e for e in plain.events if e[0] == "checkpoint"] == []
-    assert plain.events[-1] == ("end", "FINISHED") and result.epochs_run == 2
-    assert sum(1 for e in plain.events if e[0] == "batch") == 2 * 2  # 32 of 64 rows a rank
 
     # The two ranks' shards of an epoch are disjoint, equal in size and cover the rows.
-    def rows_seen(rank):
-        batches = splits.train.batches(16, shuffle=True, seed=0, epoch=1, shard=(rank, 2))
+    def rows_seen(rank, batch_size=16):
+        batches = splits.train.batches(batch_size, shuffle=True, seed=0, epoch=1, shard=(rank, 2))
         return [r for b in batches for r in b.labels.tolist()], [len(b) for b in batches]
 
     order = np.random.default_rng([0, 1]).permutation(len(splits.train))
@@ -118,10 +112,30 @@ def test_a_second_rank_trains_its_shard_and_has_no_side_effects(tmp_path, data):
     assert sorted(rows_seen(0)[0]) == sorted(splits.train.labels[rank0].tolist())
     assert sorted(rows_seen(1)[0]) == sorted(splits.train.labels[rank1].tolist())
 
-    # Rank 0 of the same world writes everything.
-    train(cfg, splits, tmp_path / "rank0", [main_only], rank=Rank(0, 2))
-    assert (tmp_path / "rank0" / "model.safetensors").is_file()
-    assert main_only.events[-1] == ("end", "FINISHED")
+    # training.batch_size is the rows per step of all ranks: batch k of two ranks of 8 rows
+    # holds the rows of batch k of one process of 16, so both take the same steps.
+    def titles(batches):
+        return [
+            sorted(tuple(r[:n]) for r, n in zip(b.input_ids.tolist(), b.lengths)) for b in batches
+        ]
+
+    one = titles(splits.train.batches(16, shuffle=True, seed=0, epoch=1))
+    two = [
+        titles(splits.train.batches(8, shuffle=True, seed=0, epoch=1, shard=(rank, 2)))
+        for rank in (0, 1)
+    ]
+    assert len(one) == len(two[0]) == len(two[1]) == 4
+    assert one == [sorted(a + b) for a, b in zip(*two)]
+
+    # A batch that does not split across the processes is a one-line error, before any work.
+    with pytest.raises(ConfigError, match="batch_size 16 does not split evenly across 3"):
+        train(cfg, splits, tmp_path / "out", rank=Rank(0, 3))
+    assert not (tmp_path / "out").exists()
+
+    # Callbacks marked main_only (the tracker's kind) are left out on other ranks.
+    plain, main_only = Recorder(), MainOnlyRecorder()
+    assert Callbacks([plain, main_only], main=False).callbacks == [plain]
+    assert Callbacks([plain, main_only], main=True).callbacks == [plain, main_only]
 
 
 def test_runs_nest_under_a_parent_mlflow_run(tmp_path, data):

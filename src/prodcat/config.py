@@ -105,6 +105,14 @@ class DataConfig(StrictModel):
     shuffle_buffer: int | None = Field(
         None, ge=1, description="shuffle within windows of this many rows; None: full shuffle"
     )
+    bucket_by_length: bool = Field(
+        False,
+        description="train on batches of titles of similar length (less padding for RNNs and "
+        "transformers); batches are still drawn in a shuffled order",
+    )
+    prefetch_batches: int = Field(
+        4, ge=0, description="batches a background thread builds ahead of the model (0: none)"
+    )
     class_weights: bool = False
     unreliable_weight: float = Field(1.0, ge=0)
     seed: int = 0
@@ -254,6 +262,7 @@ class TrainingConfig(StrictModel):
     """The loop's settings."""
 
     epochs: int = Field(10, ge=1)
+    # Rows per optimizer step; under torchrun each process takes batch_size / processes.
     batch_size: int = Field(256, ge=1)
     eval_batch_size: int = Field(2048, ge=1)
     # Sparse embedding rows are updated by LazyAdam; without them, torch's fused Adam(W).
@@ -283,6 +292,10 @@ class TrainingConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    compile: bool = Field(False, description="torch.compile the model for training")
+    distributed_timeout_minutes: float = Field(
+        10.0, gt=0, description="under torchrun, how long a rank waits for the others at most"
+    )
     progress: bool = True
 
 

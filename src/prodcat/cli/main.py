@@ -175,9 +175,11 @@ def run_training(
 ) -> None:
     """Options -> config -> `prodcat.training.run.run` -> printed result."""
     from prodcat.config import build_config
+    from prodcat.training.ranks import Rank
     from prodcat.training.run import run
 
-    _setup_logging(quiet)
+    main = Rank.from_env().main  # under torchrun, rank 0 alone logs progress and prints
+    _setup_logging(quiet or not main)
     cfg = build_config(config, overrides)
     for key, value in (("train", train), ("validation", validation), ("test", test)):
         if value is not None:
@@ -191,6 +193,8 @@ def run_training(
     if quiet:
         cfg.training.progress = False
     result = run(cfg, output, resume=resume)
+    if not main:
+        return
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:

@@ -30,6 +30,16 @@ class Batch:
         }
         return Batch(**moved)
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory, so that a copy to a GPU runs asynchronously."""
+        return Batch(
+            **{
+                f.name: (None if v is None else v.pin_memory())
+                for f in fields(self)
+                for v in [getattr(self, f.name)]
+            }
+        )
+
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
@@ -51,6 +61,28 @@ def batch_order(
     return np.concatenate([s + rng.permutation(min(buffer, n - s)) for s in starts]).astype(
         np.int64
     )
+
+
+def bucket_by_length(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int
+) -> np.ndarray:
+    """`order` rearranged so that each run of `batch_size` rows holds titles of similar length.
+
+    Within windows of 64 batches of the shuffled order, rows are sorted by length
+    (`lengths[i]` is row `order[i]`'s) and cut into batches; the full batches are then
+    visited in a shuffled order, the same for the same seed and epoch. RNNs and transformers
+    then pad little, and an epoch still mixes lengths and categories.
+    """
+    window = batch_size * 64
+    parts = []
+    for begin in range(0, len(order), window):
+        part = order[begin : begin + window]
+        parts.append(part[np.argsort(lengths[begin : begin + window], kind="stable")])
+    order = np.concatenate(parts) if parts else order
+    full = len(order) // batch_size
+    rng = np.random.default_rng([seed, epoch, 1])
+    blocks = order[: full * batch_size].reshape(full, batch_size)[rng.permutation(full)]
+    return np.concatenate([blocks.reshape(-1), order[full * batch_size :]])
 
 
 def iterate_batches(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from prodcat.config import DataConfig
-from prodcat.data.batches import Batch, batch_order, iterate_batches
+from prodcat.data.batches import Batch, batch_order, bucket_by_length, iterate_batches
 from prodcat.data.cache import EncodedFile, encode_file, token_blocks
 from prodcat.data.featurizer import Featurizer, make_featurizer
 from prodcat.data.vocab import LabelMap, Vocabulary
@@ -45,15 +45,21 @@ class Split:
         buffer: int | None = None,
         start: int = 0,
         shard: tuple[int, int] = (0, 1),
+        bucket: bool = False,
     ) -> Iterator[Batch]:
         """Padded batches; shuffled reproducibly from (seed, epoch) when asked.
 
         `shard` = (rank, world size): this process takes every world-th row of the epoch's
         order, the same number on every rank (the last few rows of an uneven split are left
-        for the next epoch's order), so ranks step together.
+        for the next epoch's order), so ranks step together, and batch k of all ranks
+        together holds the rows of batch k of one process with `batch_size * world`.
+        `bucket` makes batches of titles of similar length (`bucket_by_length`).
         """
         order = batch_order(len(self), shuffle=shuffle, seed=seed, epoch=epoch, buffer=buffer)
         rank, world = shard
+        if bucket:
+            lengths = np.asarray(self.file.lengths)[self.rows[order]]
+            order = bucket_by_length(order, lengths, batch_size * world, seed=seed, epoch=epoch)
         if world > 1:
             order = order[: len(order) // world * world][rank::world]
         return iterate_batches(

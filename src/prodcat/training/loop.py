@@ -9,6 +9,7 @@ process may do (track, checkpoint, save, print) is asked of `rank.main`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -35,7 +36,17 @@ from prodcat.training.checkpoint import (
     save_checkpoint,
 )
 from prodcat.training.device import device_name, resolve_device
+from prodcat.training.distributed import (
+    from_rank_zero,
+    local_device,
+    process_group,
+    reduce_sparse_gradients,
+    sparse_parameters,
+    sum_over_ranks,
+    wrap,
+)
 from prodcat.training.optim import clip_gradients, make_optimizer
+from prodcat.training.prefetch import Prefetcher
 from prodcat.training.progress import progress_bar
 from prodcat.training.ranks import Rank
 from prodcat.training.result import METRICS_FILE, RunResult, Scores
@@ -79,14 +90,23 @@ def train(
     folder's checkpoint. `rank` (default: from torchrun's environment) says which shard of
     the batches this process trains on and whether it has the side effects.
     """
-    t = cfg.training
     rank = rank or Rank.from_env()
-    output = Path(output_dir)
+    if cfg.training.batch_size % rank.world:
+        raise ConfigError(
+            f"training.batch_size {cfg.training.batch_size} does not split evenly across "
+            f"{rank.world} processes (it is the rows per step of all of them together)"
+        )
+    device = local_device(resolve_device(cfg.training.device), rank)
+    with process_group(rank, device, cfg.training.distributed_timeout_minutes):
+        return _train(cfg, splits, Path(output_dir), callbacks, resume, rank, device)
+
+
+def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> RunResult:
+    t = cfg.training
     if rank.main:
         output.mkdir(parents=True, exist_ok=True)
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
     autocast = device.type == "cuda" and t.bf16
     torch.manual_seed(t.seed)
 
@@ -103,7 +123,7 @@ def train(
     optimizer = make_optimizer(
         model, name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, encoder_lr=t.encoder_lr
     )
-    batches_per_epoch = splits.train.num_batches(t.batch_size, rank.world)
+    batches_per_epoch = splits.train.num_batches(t.batch_size // rank.world, rank.world)
     steps_per_epoch = -(-batches_per_epoch // t.gradient_accumulation)
     schedule = make_schedule(cfg, optimizer, t.epochs * steps_per_epoch)
     class_weights = (
@@ -130,7 +150,15 @@ def train(
         log.info(
             "pretrained vectors: " + ", ".join(f"{k} {v:.4g}" for k, v in model.init_report.items())
         )
-    parts = _Parts(cfg, model, optimizer, schedule, splits, device, autocast, class_weights)
+    # What steps: DDP around the model under torchrun (sparse tables left out), compiled if
+    # asked; `model` itself evaluates and is saved.
+    trainer = wrap(model, device) if rank.world > 1 else model
+    if t.compile:
+        trainer = torch.compile(trainer, dynamic=True)
+    sparse = [p for _, p in sparse_parameters(model)] if rank.world > 1 else []
+    parts = _Parts(
+        cfg, model, optimizer, schedule, splits, device, autocast, class_weights, trainer, sparse
+    )
 
     def save(partial: dict[str, Any] | None = None) -> None:
         state.partial = partial
@@ -159,6 +187,8 @@ def train(
                 best_weights = _copy_weights(model)
             state.epoch = epoch
             events.on_epoch_end(run, record)
+            # A rank-0-only callback (a tuning pruner) may stop the run: all ranks stop.
+            (state.stop,) = from_rank_zero([state.stop], device, rank.world)
             if rank.main:
                 _log_epoch(record, t.epochs, state.improved)
             save()
@@ -229,6 +259,8 @@ class _Parts:
     device: torch.device
     autocast: bool
     class_weights: torch.Tensor | None
+    trainer: torch.nn.Module  # the model as it steps: in DDP, compiled, or itself
+    sparse: list[torch.nn.Parameter]  # tables whose gradients ranks average outside DDP
 
 
 def _train_epoch(
@@ -243,24 +275,31 @@ def _train_epoch(
     cfg, model, optimizer, schedule = parts.cfg, parts.model, parts.optimizer, parts.schedule
     device, autocast, class_weights = parts.device, parts.autocast, parts.class_weights
     t = cfg.training
+    world = run.rank.world
+    trainer = parts.trainer
     model.train()
     partial = partial or {"step": 0, "loss_sum": 0.0, "weight_sum": 0.0, "seen": 0, "seconds": 0.0}
     first = partial["step"]
-    batches = parts.splits.train.batches(
-        t.batch_size,
-        shuffle=True,
-        seed=t.seed,
-        epoch=epoch,
-        buffer=cfg.data.shuffle_buffer,
-        start=first,
-        shard=run.rank.shard,
+    batches = Prefetcher(
+        parts.splits.train.batches(
+            t.batch_size // world,
+            shuffle=True,
+            seed=t.seed,
+            epoch=epoch,
+            buffer=cfg.data.shuffle_buffer,
+            start=first,
+            shard=run.rank.shard,
+            bucket=cfg.data.bucket_by_length,
+        ),
+        depth=cfg.data.prefetch_batches,
+        pin_memory=device.type == "cuda",
     )
     loss_sum = torch.tensor(partial["loss_sum"], device=device)
     weight_sum = torch.tensor(partial["weight_sum"], device=device)
     seen = partial["seen"]
     started = time.perf_counter() - partial["seconds"]
     last_save = time.perf_counter()
-    total = parts.splits.train.num_batches(t.batch_size, run.rank.world)
+    total = parts.splits.train.num_batches(t.batch_size // world, world)
     accumulate = t.gradient_accumulation
     lr = optimizer.param_groups[0]["lr"]  # the rate the epoch's first step uses
     optimizer.zero_grad(set_to_none=True)
@@ -268,13 +307,20 @@ def _train_epoch(
         task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=total, completed=first, info="")
         for step, batch in enumerate(batches, start=first + 1):
             batch = batch.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(batch)
-            loss, weight = weighted_loss(logits, batch, class_weights, t.label_smoothing)
-            (loss / weight.clamp(min=1e-12) / accumulate).backward()
             # With gradient accumulation, several batches make one optimizer step.
             stepping = step % accumulate == 0 or step == total
+            syncing = contextlib.nullcontext() if stepping else _no_sync(trainer)
+            with syncing:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    logits = trainer(batch)
+                loss, weight = weighted_loss(logits, batch, class_weights, t.label_smoothing)
+                # Over the weight of all ranks' rows, times the ranks DDP averages over: the
+                # gradient of one process on the whole batch.
+                total_weight = sum_over_ranks(weight.detach(), world) / world
+                (loss / total_weight.clamp(min=1e-12) / accumulate).backward()
             if stepping:
+                if parts.sparse:
+                    reduce_sparse_gradients(parts.sparse, world)
                 if t.grad_clip:
                     clip_gradients(model.parameters(), t.grad_clip)
                 optimizer.step()
@@ -286,7 +332,8 @@ def _train_epoch(
             events.on_batch_end(run, step, len(batch))
             if step % 50 == 0 or step == total:
                 elapsed = time.perf_counter() - started
-                info = f"loss {float(loss_sum / weight_sum):.4f}  {seen / elapsed:,.0f} titles/s"
+                rate = seen * world / elapsed
+                info = f"loss {float(loss_sum / weight_sum):.4f}  {rate:,.0f} titles/s"
                 bar.update(task, completed=step, info=info)
             if (
                 t.checkpoint_minutes
@@ -306,13 +353,26 @@ def _train_epoch(
                 last_save = time.perf_counter()
         bar.update(task, completed=total)
     seconds = time.perf_counter() - started
+    # Every rank's rows count. A resumed epoch starts each rank from rank 0's partial sums
+    # (the checkpoint's): exact for the row count, an estimate of the loss of those rows.
+    sums = sum_over_ranks(
+        torch.stack([loss_sum, weight_sum, torch.tensor(float(seen), device=device)]), world
+    )
     return {
         "epoch": epoch,
-        "train_loss": float(loss_sum / weight_sum.clamp(min=1e-12)),
+        "train_loss": float(sums[0] / sums[1].clamp(min=1e-12)),
         "epoch_seconds": seconds,
-        "train_titles_per_second": seen / max(seconds, 1e-9),
+        "train_titles_per_second": float(sums[2]) / max(seconds, 1e-9),
+        "data_wait_share": batches.wait_seconds / max(seconds, 1e-9),
         "lr": lr,
     }
+
+
+def _no_sync(trainer: torch.nn.Module):
+    """DDP's no_sync (no all-reduce on a batch that only accumulates), if `trainer` has it."""
+    module = getattr(trainer, "_orig_mod", trainer)  # torch.compile's wrapper
+    no_sync = getattr(module, "no_sync", None)
+    return no_sync() if no_sync is not None else contextlib.nullcontext()
 
 
 def _log_epoch(record: dict[str, float], epochs: int, improved: bool) -> None:
