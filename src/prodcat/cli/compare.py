@@ -37,6 +37,10 @@ def compare(
         list[str] | None,
         typer.Option("--variant", "-v", help="Run only this variant (repeatable)."),
     ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="MLflow experiment and report title (default: the sweep file's)."),
+    ] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
     alpha: AlphaOpt = 0.05,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the table.")] = (
@@ -59,6 +63,8 @@ def compare(
 
     _setup_logging(quiet)
     sweep = Sweep.load(sweep_file)
+    if experiment:
+        sweep.experiment = experiment  # e.g. the same sweep under other settings (--set)
     output = output or Path("runs") / sweep.experiment
     settings = list(overrides or []) + (["tracking.enabled=false"] if no_track else [])
     done = run_sweep(sweep, output, overrides=settings, variants=variant, progress=not quiet)

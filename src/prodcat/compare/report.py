@@ -159,7 +159,7 @@ def _mean_std(values: list[float], digits: int = 4) -> str:
 
 def table_rows(comparison: Comparison) -> list[dict[str, str]]:
     """One row per variant, best first, as the CSV, Markdown and HTML tables show it."""
-    tag_keys = sorted({k for s in comparison.summaries for k in s.tags})
+    tag_keys = varying_tags(comparison)
     out = []
     for s in comparison.summaries:
         row = {"variant": s.variant, **{k: s.tags.get(k, "") for k in tag_keys}}
@@ -185,6 +185,17 @@ def table_rows(comparison: Comparison) -> list[dict[str, str]]:
     return out
 
 
+def varying_tags(c: Comparison) -> list[str]:
+    """Tags that tell variants apart; one value on every variant is said in the caption."""
+    keys = sorted({k for s in c.summaries for k in s.tags})
+    return [k for k in keys if len({s.tags.get(k) for s in c.summaries}) > 1]
+
+
+def common_tags(c: Comparison) -> dict[str, str]:
+    keys = {k for s in c.summaries for k in s.tags} - set(varying_tags(c))
+    return {k: c.summaries[0].tags[k] for k in sorted(keys)}
+
+
 def _p(p: float | None) -> str:
     if p is None or math.isnan(p):
         return "–"
@@ -195,7 +206,7 @@ def write_tables(comparison: Comparison, folder: Path) -> tuple[Path, Path]:
     """results.csv (numbers, one column per statistic) and results.md (the table above)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / TABLE_CSV
-    tag_keys = sorted({k for s in comparison.summaries for k in s.tags})
+    tag_keys = varying_tags(comparison)
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         stats = ["bac", "accuracy", "macro_f1", "loss", "train_seconds", "epochs"]
@@ -244,8 +255,10 @@ def _caption(c: Comparison) -> str:
         if c.rows is not None
         else "Welch's t-test over repeats (Holm-adjusted)"
     )
+    common = ", ".join(f"{k}: {v}" for k, v in common_tags(c).items())
     return (
-        f"{c.title}: test metrics as mean ± std over {'/'.join(map(str, repeats))} repeats "
+        f"{c.title}{f' ({common})' if common else ''}: test metrics as mean ± std over "
+        f"{'/'.join(map(str, repeats))} repeats "
         f"(seeds) per variant; Δ vs best is the difference in mean test BAC, significance "
         f"by {test} at α = {c.alpha:g}; p (seeds): Welch's t-test over repeats."
     )
