@@ -22,7 +22,10 @@ from prodcat.training.result import METRICS_FILE, RunResult
 log = logging.getLogger(__name__)
 
 # Tags the sweep itself sets; the others are the user's (language, dim, ...).
-SWEEP_TAGS = ("sweep", "variant", "repeat")
+SWEEP_TAGS = ("sweep", "variant", "repeat", "prodcat.tags")
+# Plain-named tags the tracker sets on every run (runs of sweeps older than the
+# `prodcat.tags` list are told apart from the user's tags by these).
+TRACKER_TAGS = {"categories", "vocabulary", "device", "device_type", "git_commit"}
 
 
 @dataclass
@@ -105,7 +108,7 @@ def records_from_mlflow(
                     tags["variant"],
                     int(tags.get("repeat", 0)),
                     RunResult.load(folder),
-                    {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+                    _sweep_tags(tags),
                     _download(client, run.info.run_id, PREDICTIONS_FILE, folder),
                     f"{uri}#{run.info.run_id}",
                 )
@@ -115,6 +118,14 @@ def records_from_mlflow(
     if not records:
         raise ConfigError(f"experiment '{experiment}' has no finished run with a variant tag")
     return records
+
+
+def _sweep_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The tags a sweep set on a run (its own and the user's), not the tracker's."""
+    if "prodcat.tags" in tags:
+        keep = set(filter(None, tags["prodcat.tags"].split(","))) | set(SWEEP_TAGS)
+        return {k: v for k, v in tags.items() if k in keep}
+    return {k: v for k, v in tags.items() if "." not in k and k not in TRACKER_TAGS}
 
 
 def _download(client, run_id: str, name: str, folder: Path) -> Path | None:

@@ -30,7 +30,8 @@ from prodcat.training.result import METRICS_FILE, RunResult
 
 log = logging.getLogger(__name__)
 
-SWEEP_STATE = "sweep.json"  # the sweep's MLflow run id, so a resumed sweep reopens it
+SWEEP_STATE = "sweep.json"
+USER_TAGS = "prodcat.tags"  # the sweep's MLflow run id, so a resumed sweep reopens it
 
 
 class _Strict(BaseModel):
@@ -153,12 +154,13 @@ def plan(
             cfg = base.model_copy(deep=True)
             cfg.training.seed = base.training.seed + repeat
             cfg.training.progress = False  # the sweep draws one display for all its runs
+            user = {**sweep.tags, **variant.tags}
             tags = {
-                **sweep.tags,
-                **variant.tags,
+                **user,
                 "sweep": sweep.experiment,
                 "variant": name,
                 "repeat": str(repeat),
+                USER_TAGS: ",".join(sorted(user)),  # which tags a report groups by
             }
             cfg.tracking.experiment = sweep.experiment
             cfg.tracking.run_name = cfg.tracking.run_name or f"{name}-r{repeat}"
