@@ -14,6 +14,7 @@ import csv
 import html
 import io
 import math
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -317,7 +318,8 @@ def plot_bac_by_tag(c: Comparison, tag: str) -> bytes:
     for i, g in enumerate(names, start=1):
         jitter = np.linspace(-0.12, 0.12, len(groups[g])) if len(groups[g]) > 1 else [0.0]
         ax.scatter(np.add(i, jitter), groups[g], s=14, zorder=3, color="tab:blue")
-    ax.set_xticks(range(1, len(names) + 1), [f"{g}\n(n={len(groups[g])})" for g in names])
+    labels = [f"{textwrap.fill(g, 14)}\n(n={len(groups[g])})" for g in names]
+    ax.set_xticks(range(1, len(names) + 1), labels)
     ax.set(ylabel="test balanced accuracy", title=f"BAC by {tag}")
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
@@ -499,7 +501,7 @@ th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 tr.best td{font-weight:600} .yes{color:#0a7d32} .no{color:#999}
 figure{margin:1.5em 0} figcaption{font-size:13px;color:#555;max-width:900px}
-img{max-width:100%} .note{font-size:13px;color:#555}
+img{max-width:100%} .note{font-size:13px;color:#555} .wide{overflow-x:auto}
 """
 
 _CAPTIONS = {
@@ -524,14 +526,15 @@ def render_html(c: Comparison, pngs: dict[str, bytes]) -> str:
     )
     body.append("<h2>Results</h2>")
     body.append(f"<p class=note>{html.escape(_caption(c))}</p>")
-    table = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    table = [f"<div class=wide><table><tr>{header}</tr>"]
     for i, r in enumerate(rows):
         cells = []
         for k in head:
             cls = f" class={r[k]}" if k == sig_key and r[k] in ("yes", "no") else ""
             cells.append(f"<td{cls}>{html.escape(r[k])}</td>")
         table.append(f"<tr{' class=best' if i == 0 else ''}>" + "".join(cells) + "</tr>")
-    table.append("</table>")
+    table.append("</table></div>")
     body += table
     for note in c.notes:
         body.append(f"<p class=note>{html.escape(note)}</p>")
