@@ -373,22 +373,27 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def read_yaml_file(path: str | Path, kind: str, shape: str = "") -> dict[str, Any]:
+    """The mapping a YAML file holds; a missing file, invalid YAML or anything but a mapping
+    is a one-line error naming the file (`kind`: what the file is, `shape`: what it holds)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {kind} file")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: {shape or f'a {kind} file must be a mapping'}")
+    return tree
+
+
 def build_config(
     path: str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
 ) -> Config:
     """Load a YAML config (or the defaults) and apply dotted overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections")
+    tree = read_yaml_file(path, "config", "a config must be a mapping of sections") if path else {}
     items = (
         overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
     )

@@ -17,11 +17,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from prodcat.compare.files import SpecFile
 from prodcat.config import Config, build_config
 from prodcat.errors import ConfigError
 from prodcat.training.callbacks import Callback, RunInfo
@@ -57,7 +57,7 @@ class Variant(_Strict):
     repeats: int | None = Field(None, ge=1, description="default: the sweep's")
 
 
-class Sweep(_Strict):
+class Sweep(SpecFile):
     """A sweep file: a base config, named variants and how many times to train each."""
 
     experiment: str = Field(description="the MLflow experiment (and the report's title)")
@@ -71,37 +71,11 @@ class Sweep(_Strict):
     )
     variants: dict[str, Variant]
 
-    @classmethod
-    def load(cls, path: str | Path) -> Sweep:
-        """Read and check a sweep file; its relative paths are tried from the current folder
-        first, then from the file's folder."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such sweep file")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: a sweep file is a mapping (experiment, variants, ...)")
-        try:
-            sweep = cls.model_validate(tree)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{path}: {where}: {first['msg']}") from None
-        if not sweep.variants:
+    kind: ClassVar[str] = "sweep"
+
+    def check(self, path: Path) -> None:
+        if not self.variants:
             raise ConfigError(f"{path}: variants: list at least one")
-        sweep._folder = path.resolve().parent
-        return sweep
-
-    _folder: Path | None = None
-
-    def resolve(self, path: Path) -> Path:
-        if path.is_absolute() or path.exists() or self._folder is None:
-            return path
-        beside = self._folder / path
-        return beside if beside.exists() else path
 
 
 @dataclass

@@ -19,11 +19,11 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prodcat.compare.files import SpecFile
 from prodcat.config import Config, build_config
 from prodcat.errors import ConfigError
 from prodcat.training.callbacks import Callback, RunInfo
@@ -79,10 +79,8 @@ class Range(BaseModel):
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
 
-class TuneSpec(BaseModel):
+class TuneSpec(SpecFile):
     """A search-space file."""
-
-    model_config = ConfigDict(extra="forbid")
 
     experiment: str = Field(description="the MLflow experiment and the Optuna study's name")
     config: Path | None = Field(None, description="base config file")
@@ -93,32 +91,14 @@ class TuneSpec(BaseModel):
     warmup_epochs: int = Field(1, ge=0, description="epochs before a trial can be pruned")
     space: dict[str, Range]
 
-    @classmethod
-    def load(cls, path: str | Path) -> TuneSpec:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such search-space file")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            spec = cls.model_validate(tree)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{path}: {where}: {first['msg']}") from None
-        if not spec.space:
-            raise ConfigError(f"{path}: space: name at least one config key to tune")
-        spec._folder = path.resolve().parent
-        return spec
+    kind: ClassVar[str] = "search-space"
 
-    _folder: Path | None = None
+    def check(self, path: Path) -> None:
+        if not self.space:
+            raise ConfigError(f"{path}: space: name at least one config key to tune")
 
     def config_path(self) -> Path | None:
-        if self.config is None or self.config.is_absolute() or self.config.exists():
-            return self.config
-        beside = (self._folder or Path()) / self.config
-        return beside if beside.exists() else self.config
+        return self.resolve(self.config) if self.config is not None else None
 
 
 class _Pruning(Callback):
