@@ -62,3 +62,12 @@ def verify_model_folder(folder: str | Path) -> None:
             raise ProdcatError(
                 f"{file}: damaged or modified since training (its checksum differs from {MANIFEST})"
             )
+
+
+def listed_files(folder: str | Path) -> list[str] | None:
+    """The files (relative paths) the folder's manifest lists with itself, or None without
+    a manifest: what a copy of the model must hold."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    return [*json.loads(path.read_text(encoding="utf-8"))["files"], MANIFEST]

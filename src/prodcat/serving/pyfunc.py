@@ -26,10 +26,12 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 import prodcat
 from prodcat.errors import ProdcatError
+from prodcat.models.manifest import listed_files
 from prodcat.serving.runtimes import PYFUNC_FOLDER
 
 CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
-# What `Classifier.load` reads; plots, predictions and reports stay in the run's artifacts.
+# What `Classifier.load` reads of a folder without a manifest; plots, predictions and reports
+# stay in the run's artifacts.
 FOLDER_FILES = ("config.yaml", "featurizer.json", "vocab.txt", "labels.txt", "model.safetensors")
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.string)]),
@@ -127,8 +129,11 @@ def log_pyfunc_model(folder: str | Path, name: str = "model") -> str:
     with tempfile.TemporaryDirectory() as staging:
         copy = Path(staging) / PYFUNC_FOLDER
         copy.mkdir()
-        for file in FOLDER_FILES:
+        # The manifest lists every file that rebuilds the model (a transformer's tokenizer
+        # folder too), and the copy is checked against it when loaded.
+        for file in listed_files(folder) or FOLDER_FILES:
             if (folder / file).is_file():
+                (copy / file).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(folder / file, copy / file)
         where = (
             {"name": name}
