@@ -13,6 +13,7 @@ titles. Output: a DataFrame, one row per title: `category` and `probability` (th
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -126,6 +127,9 @@ def requirements() -> list[str]:
 def log_pyfunc_model(folder: str | Path, name: str = "model") -> str:
     """Log a model folder as an MLflow Model under the active run; return its URI."""
     folder = Path(folder)
+    # MLflow checks the logged model by downloading it again, with a progress bar per file
+    # that would break into prodcat's own output (a user's setting wins).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as staging:
         copy = Path(staging) / PYFUNC_FOLDER
         copy.mkdir()
