@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from prodcat.atomic import fsync_file, write_text_atomic
 from prodcat.config import ColumnsConfig, EncoderConfig
 from prodcat.errors import ConfigError
 
@@ -225,8 +226,10 @@ def file_features(
                         progress(done, file.n_rows)
         if done != file.n_rows:
             raise RuntimeError(f"{file.source}: read {done} titles, the cache has {file.n_rows}")
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    meta.write_text(json.dumps({"dim": model.dim, "spec": json.loads(spec)}), encoding="utf-8")
+    # The metadata marks the vectors complete: written whole, after them, or not at all.
+    write_text_atomic(meta, json.dumps({"dim": model.dim, "spec": json.loads(spec)}))
     return file_features(file, cfg, encoder)
