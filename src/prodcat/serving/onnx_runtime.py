@@ -17,6 +17,7 @@ from prodcat.config import Config, load_config
 from prodcat.data.featurizer import SPEC_FILE, load_featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ConfigError, ProdcatError
+from prodcat.serving.runtimes import NamedTopK
 from prodcat.serving.title_encoder import TitleEncoder
 
 ONNX_FILE = "model.onnx"  # where `prodcat export` writes by default
@@ -45,7 +46,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-class OnnxClassifier:
+class OnnxClassifier(NamedTopK):
     """Predict categories with an exported model under ONNX Runtime; no torch imported.
 
     >>> clf = OnnxClassifier.load("runs/mlp")          # runs/mlp/model.onnx
@@ -144,15 +145,3 @@ class OnnxClassifier:
         """Probabilities over `categories`, (N, C)."""
         titles = [titles] if isinstance(titles, str) else list(titles)
         return softmax(self.logits(titles, batch_size))
-
-    def predict_top_k(
-        self, titles: str | list[str], k: int = 3, batch_size: int = 4096
-    ) -> list[list[tuple[str, float]]]:
-        """The `k` most likely (category, probability) pairs of each title, best first."""
-        titles = [titles] if isinstance(titles, str) else list(titles)
-        indices, probs = self.top_k(titles, k, batch_size)
-        names = self.labels.names
-        return [
-            [(names[i], p) for i, p in zip(ix, ps)]
-            for ix, ps in zip(indices.tolist(), probs.tolist())
-        ]

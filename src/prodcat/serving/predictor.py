@@ -16,7 +16,7 @@ from prodcat.data.dataset import labelled_split
 from prodcat.errors import ProdcatError
 from prodcat.evaluation.evaluate import evaluate_split
 from prodcat.models.folder import load_model_folder
-from prodcat.serving.runtimes import local_model_folder
+from prodcat.serving.runtimes import NamedTopK, local_model_folder
 from prodcat.serving.title_encoder import TitleEncoder
 
 # The most titles a call encodes with the pure-Python tokenizer (Arrow's costs ~2 ms a call
@@ -38,7 +38,7 @@ def intra_op_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-class Classifier:
+class Classifier(NamedTopK):
     """Predict categories of product titles with a trained model.
 
     >>> clf = Classifier.load("runs/mlp")
@@ -123,18 +123,6 @@ class Classifier:
         logits = self.logits(titles, batch_size).float()
         with self._threads(len(titles)):
             return torch.softmax(logits, dim=1).numpy()
-
-    def predict_top_k(
-        self, titles: str | list[str], k: int = 3, batch_size: int = 4096
-    ) -> list[list[tuple[str, float]]]:
-        """The `k` most likely (category, probability) pairs of each title, best first."""
-        titles = [titles] if isinstance(titles, str) else list(titles)
-        indices, probs = self.top_k(titles, k, batch_size)
-        names = self.labels.names
-        return [
-            [(names[i], p) for i, p in zip(ix, ps)]
-            for ix, ps in zip(indices.tolist(), probs.tolist())
-        ]
 
     def evaluate(self, path: str | Path, batch_size: int = 4096) -> dict[str, float]:
         """balanced_accuracy, accuracy, macro_f1, loss and rows on a labelled file."""

@@ -22,6 +22,23 @@ MLFLOW_SCHEMES = ("runs:/", "models:/")
 PYFUNC_FOLDER = "model_folder"  # the prodcat folder's name among an MLflow Model's artifacts
 
 
+class NamedTopK:
+    """`predict_top_k` for a runtime that has `top_k(titles, k, batch_size)` (class ids and
+    probabilities) and `labels`: one definition for the torch and the ONNX runtimes."""
+
+    def predict_top_k(
+        self, titles: str | list[str], k: int = 3, batch_size: int = 4096
+    ) -> list[list[tuple[str, float]]]:
+        """The `k` most likely (category, probability) pairs of each title, best first."""
+        titles = [titles] if isinstance(titles, str) else list(titles)
+        indices, probs = self.top_k(titles, k, batch_size)
+        names = self.labels.names
+        return [
+            [(names[i], p) for i, p in zip(ix, ps)]
+            for ix, ps in zip(indices.tolist(), probs.tolist())
+        ]
+
+
 def is_mlflow_uri(location: str | Path) -> bool:
     """Whether `location` is an MLflow model URI rather than a path."""
     return str(location).startswith(MLFLOW_SCHEMES)
