@@ -319,3 +319,48 @@ def test_sigterm_stops_a_run_marks_it_killed_and_it_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     run = client.get_run(run.info.run_id)  # the same MLflow run, continued and closed
     assert run.info.status == "FINISHED"
+
+
+def test_a_run_left_running_by_kill_9_is_closed_by_the_run_that_takes_its_folder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=100)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["train", "--train", str(data), "--output", str(tmp_path / "run"), "-q"]
+    for key, value in {
+        "training.epochs": 200,
+        "training.batch_size": 4,
+        "model.embedding_dim": 16,
+        "tracking.uri": uri,
+        "data.cache_dir": str(tmp_path / "c"),
+    }.items():
+        args += ["--set", f"{key}={value}"]
+    command = [sys.executable, "-m", "prodcat", *args]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / CHECKPOINT).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no chance to end its MLflow run
+    process.wait(timeout=60)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("prodcat").experiment_id
+    [killed] = client.search_runs([experiment])
+    assert killed.info.status == "RUNNING"
+
+    # A new run (not --resume) in the same folder, with the same config, starts it over and
+    # closes the run it replaces; it is stopped in turn once it has begun.
+    second = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    runs: dict[str, str] = {}
+    while time.time() < deadline and len(runs) < 2:
+        runs = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
+        time.sleep(0.1)
+    second.send_signal(signal.SIGTERM)
+    second.wait(timeout=60)
+    runs = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
+    assert len(runs) == 2 and runs[killed.info.run_id] == "KILLED"

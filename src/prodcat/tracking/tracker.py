@@ -80,6 +80,8 @@ class MlflowTracker(Callback):
     def on_run_start(self, run: RunInfo) -> None:
         if self.run_name is None:
             self.run_name = default_run_name(run.cfg.model.family, run.output)
+        if run.replaced_run_id:
+            self.close_stale(run.replaced_run_id)
         run.state.run_id = self.start(run.state.run_id)
         self.log_params(run.cfg.flat())
         summary = run.splits.summary
@@ -141,6 +143,17 @@ class MlflowTracker(Callback):
             log_pyfunc_model(folder, name="model")
         except (MlflowException, OSError) as e:
             log.warning("the model folder is logged, but not as an MLflow Model: %s", e)
+
+    def close_stale(self, run_id: str) -> None:
+        """Mark KILLED a run still RUNNING whose process died without ending it (kill -9,
+        a lost machine) and whose folder a new run now takes over."""
+        client = self.mlflow.MlflowClient(self.uri)
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "KILLED")
+                log.info("closed MLflow run %s, left RUNNING by a killed process", run_id)
+        except self.mlflow.exceptions.MlflowException:
+            pass  # another store, or deleted: nothing to close here
 
     def log_params(self, params: dict[str, Any]) -> None:
         # MLflow refuses to change a logged param, which a resumed run would try.

@@ -56,6 +56,7 @@ class RunInfo:
     resumed: bool = False
     init_report: dict[str, float] = field(default_factory=dict)  # e.g. vectors' coverage
     optimizer: Any = None  # to read the learning rate a step used; callbacks never step it
+    replaced_run_id: str | None = None  # the tracker's run of the checkpoint a new run replaced
 
 
 class Callback:

@@ -61,6 +61,19 @@ def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
     return _decode(json.loads(metadata["state"]), tensors)
 
 
+def checkpoint_run_id(folder: str | Path) -> str | None:
+    """The tracker's run id recorded in the folder's checkpoint, read from its header alone
+    (no tensors loaded); None without a readable one."""
+    path = Path(folder) / CHECKPOINT
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = json.loads((f.metadata() or {}).get("state", "{}")).get("state", {})
+    except (SafetensorError, OSError, ValueError, AttributeError):
+        return None
+    run_id = state.get("run_id") if isinstance(state, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
 def _damaged(path: Path, why: str) -> ConfigError:
     return ConfigError(f"{path}: damaged checkpoint: {why}; delete it to train from the start")
 

@@ -31,6 +31,7 @@ from prodcat.models.folder import build_model, staging_folder, write_model_files
 from prodcat.training.callbacks import Callback, Callbacks, EarlyStopping, RunInfo, RunState
 from prodcat.training.checkpoint import (
     CHECKPOINT,
+    checkpoint_run_id,
     load_checkpoint,
     remove_checkpoint,
     save_checkpoint,
@@ -131,13 +132,17 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
     )
 
     state = RunState()
+    replaced_run_id = None
     best_weights = _copy_weights(model)
     if resume and checkpoint is None:
         log.warning("no %s in %s: starting a new run", CHECKPOINT, output)
     if checkpoint is not None:
         state, best_weights = _restore(checkpoint, model, optimizer, schedule, output)
     elif rank.main:
-        remove_checkpoint(output)  # a new run in an old folder starts clean
+        # A new run in an old folder starts clean; the tracker closes the run it replaces if
+        # that one was killed without a chance to end itself.
+        replaced_run_id = checkpoint_run_id(output)
+        remove_checkpoint(output)
     if rank.main:
         write_text_atomic(output / "config.yaml", cfg.to_yaml())
 
@@ -146,6 +151,7 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
     run = RunInfo(cfg, splits, output, device, rank, state, resumed=checkpoint is not None)
     run.init_report = model.init_report
     run.optimizer = optimizer
+    run.replaced_run_id = replaced_run_id
     if rank.main and model.init_report:
         log.info(
             "pretrained vectors: " + ", ".join(f"{k} {v:.4g}" for k, v in model.init_report.items())
