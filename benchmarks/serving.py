@@ -44,8 +44,6 @@ import itertools
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -205,54 +203,27 @@ def compare_runtimes(families: list[str], titles: list[str], args) -> dict:
 # --- served --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
-    """`prodcat serve` in a subprocess, stopped on exit."""
+    """`prodcat serve` in a subprocess (the suite's `ServeProcess`), stopped on exit."""
 
     def __init__(self, model: Path, max_batch: int, log: Path, runtime: str = "torch"):
-        self.port = free_port()
-        self.log = open(log, "w")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "prodcat.cli.main", "serve", str(model)]
-            + ["--port", str(self.port), "--max-batch", str(max_batch), "--no-access-log"]
-            + ["--runtime", runtime],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.args = (model, ["--max-batch", str(max_batch), "--runtime", runtime], log)
 
     def __enter__(self) -> Server:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: see {self.log.name}")
-            try:
-                self.get("/health")
-                return self
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("the server did not start in 120 s")
+        sys.path.insert(0, str(ROOT))
+        from tests.test_serving_load import ServeProcess
+
+        self.serve = ServeProcess(*self.args)
+        self.port = self.serve.port
+        return self
 
     def get(self, path: str) -> dict:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+        import httpx
+
+        return httpx.get(f"{self.serve.base_url}{path}", timeout=5).json()
 
     def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+        self.serve.stop()
 
 
 async def one_client(port: int, bodies, budget: dict, latencies: list, answers: list) -> None:
