@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -257,43 +257,20 @@ def _parent_run(sweep: Sweep, runs: list[PlannedRun], output: Path) -> str | Non
     """The sweep's own MLflow run, which nests its runs (reopened when the sweep resumes)."""
     if not runs or not runs[0].cfg.tracking.enabled:
         return None
-    import mlflow
+    from prodcat.tracking.tracker import open_parent_run
 
-    from prodcat.tracking.tracker import tracking_uri
-
-    state_file = output / SWEEP_STATE
-    state: dict[str, Any] = (
-        json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
-    )
-    client = mlflow.MlflowClient(tracking_uri(runs[0].cfg.tracking.uri))
-    run_id = state.get("parent_run_id")
-    if run_id:
-        try:
-            client.get_run(run_id)
-            client.update_run(run_id, status="RUNNING")
-            return run_id
-        except mlflow.exceptions.MlflowException:
-            pass  # another store, or the run was deleted: start a new one
-    experiment = client.get_experiment_by_name(sweep.experiment)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(sweep.experiment)
-    )
-    parent = client.create_run(
-        experiment_id,
+    return open_parent_run(
+        runs[0].cfg.tracking.uri,
+        sweep.experiment,
+        output / SWEEP_STATE,
         run_name=f"sweep {sweep.experiment}",
         tags={**sweep.tags, "sweep": sweep.experiment, "prodcat.sweep": "parent"},
+        params={"repeats": sweep.repeats, "variants": ",".join(sweep.variants)},
     )
-    client.log_param(parent.info.run_id, "repeats", sweep.repeats)
-    client.log_param(parent.info.run_id, "variants", ",".join(sweep.variants))
-    state_file.write_text(json.dumps({"parent_run_id": parent.info.run_id}), encoding="utf-8")
-    return parent.info.run_id
 
 
 def _close_parent(runs: list[PlannedRun], parent: str | None, status: str = "FINISHED") -> None:
-    if parent is None:
-        return
-    import mlflow
+    if parent is not None:
+        from prodcat.tracking.tracker import close_parent_run
 
-    from prodcat.tracking.tracker import tracking_uri
-
-    mlflow.MlflowClient(tracking_uri(runs[0].cfg.tracking.uri)).set_terminated(parent, status)
+        close_parent_run(runs[0].cfg.tracking.uri, parent, status)

@@ -315,37 +315,21 @@ def score_test(cfg: Config, folder: Path) -> Scores | None:
 
 
 def _parent_run(cfg: Config, spec: TuneSpec, output: Path) -> str | None:
+    """The study's own MLflow run, which nests its trials (reopened when the study resumes)."""
     if not cfg.tracking.enabled:
         return None
-    import mlflow
+    from prodcat.tracking.tracker import open_parent_run
 
-    from prodcat.tracking.tracker import tracking_uri
-
-    state = output / "study.json"
-    client = mlflow.MlflowClient(tracking_uri(cfg.tracking.uri))
-    if state.is_file():
-        run_id = json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
-        try:
-            client.update_run(run_id, status="RUNNING")
-            return run_id
-        except mlflow.exceptions.MlflowException:
-            pass
-    experiment = client.get_experiment_by_name(spec.experiment)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(spec.experiment)
+    return open_parent_run(
+        cfg.tracking.uri,
+        spec.experiment,
+        output / "study.json",
+        run_name=f"study {spec.experiment}",
+        tags={"prodcat.study": "parent"},
     )
-    run = client.create_run(
-        experiment_id, run_name=f"study {spec.experiment}", tags={"prodcat.study": "parent"}
-    )
-    state.write_text(json.dumps({"parent_run_id": run.info.run_id}), encoding="utf-8")
-    return run.info.run_id
 
 
 def _close_parent(cfg: Config, parent: str | None, status: str = "FINISHED") -> None:
-    if parent is None:
-        return
-    import mlflow
+    from prodcat.tracking.tracker import close_parent_run
 
-    from prodcat.tracking.tracker import tracking_uri
-
-    mlflow.MlflowClient(tracking_uri(cfg.tracking.uri)).set_terminated(parent, status)
+    close_parent_run(cfg.tracking.uri, parent, status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -246,6 +247,47 @@ class MlflowTracker(Callback):
 def tracking_uri(uri: str | None = None) -> str:
     """The store runs go to: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def open_parent_run(
+    uri: str | None,
+    experiment: str,
+    state_file: Path,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any] | None = None,
+) -> str:
+    """The run of a sweep or a study, which its runs nest under: the one whose id
+    `state_file` keeps, set RUNNING again when the sweep or study resumes; else a new one in
+    `experiment`, its id written to `state_file`."""
+    import mlflow
+
+    from prodcat.atomic import write_text_atomic
+
+    client = mlflow.MlflowClient(tracking_uri(uri))
+    if state_file.is_file():
+        run_id = json.loads(state_file.read_text(encoding="utf-8")).get("parent_run_id")
+        try:
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        except mlflow.exceptions.MlflowException:
+            pass  # another store, or the run was deleted: start a new one
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    for key, value in (params or {}).items():
+        client.log_param(run_id, key, value)
+    write_text_atomic(state_file, json.dumps({"parent_run_id": run_id}))
+    return run_id
+
+
+def close_parent_run(uri: str | None, run_id: str | None, status: str = "FINISHED") -> None:
+    """End a sweep's or study's run (no-op without one)."""
+    if run_id is None:
+        return
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri(uri)).set_terminated(run_id, status)
 
 
 def _param(value: Any) -> str:
