@@ -24,21 +24,28 @@ DEFAULT_ALPHA = 0.05
 DEFAULT_RESAMPLES = 1000
 
 
-def balanced_accuracy_of(y: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """BAC of each row of `weights` (resamples x rows: how often each row was drawn) given
-    which rows a run got right; the mean recall over the categories drawn."""
+def class_indicator(y: np.ndarray):
+    """Sparse (categories x rows) matrix with a 1 where row j is of category i."""
     from scipy.sparse import csr_matrix
 
     n_classes = int(y.max()) + 1 if len(y) else 0
-    # Per resample and category: rows drawn, and rows drawn that were right.
-    onehot_t = csr_matrix(
+    return csr_matrix(
         (np.ones(len(y), dtype=np.float32), (y, np.arange(len(y)))), shape=(n_classes, len(y))
     )
-    drawn = np.asarray((onehot_t @ weights.T).T)
-    right = np.asarray((onehot_t @ (weights * correct.astype(np.float32)).T).T)
+
+
+def balanced_accuracies(indicator, weights: np.ndarray, corrects: list[np.ndarray]):
+    """For each run (which rows it got right), the BAC of each row of `weights` (resamples x
+    rows: how often each row was drawn): the mean recall over the categories drawn."""
+    drawn = np.asarray((indicator @ weights.T).T)  # rows drawn per resample and category
     present = drawn > 0
-    recall = np.divide(right, drawn, out=np.zeros_like(right), where=present)
-    return recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    categories = np.maximum(present.sum(axis=1), 1)
+    out = []
+    for correct in corrects:
+        right = np.asarray((indicator @ (weights * correct.astype(np.float32)).T).T)
+        recall = np.divide(right, drawn, out=np.zeros_like(right), where=present)
+        out.append(recall.sum(axis=1) / categories)
+    return out
 
 
 @dataclass
@@ -66,10 +73,11 @@ def paired_bootstrap(
     correct_a = [p == y for p in predicted_a]
     correct_b = [p == y for p in predicted_b]
 
+    indicator = class_indicator(y)
+
     def difference(weights: np.ndarray) -> np.ndarray:
-        a = np.mean([balanced_accuracy_of(y, c, weights) for c in correct_a], axis=0)
-        b = np.mean([balanced_accuracy_of(y, c, weights) for c in correct_b], axis=0)
-        return a - b
+        bacs = balanced_accuracies(indicator, weights, correct_a + correct_b)
+        return np.mean(bacs[: len(correct_a)], axis=0) - np.mean(bacs[len(correct_a) :], axis=0)
 
     observed = float(difference(ones)[0])
     draws = []
