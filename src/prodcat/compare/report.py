@@ -18,6 +18,7 @@ import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 import matplotlib
@@ -81,6 +82,11 @@ class Comparison:
     @property
     def best(self) -> VariantSummary:
         return self.summaries[0]
+
+    @cached_property
+    def by_category(self) -> CategoryView | None:
+        """Per-category recall of the best two variants (for the plot and its table)."""
+        return category_view(self)
 
 
 def compare(
@@ -469,7 +475,7 @@ def plots(c: Comparison) -> dict[str, bytes]:
     out["loss_vs_bac"] = plot_loss_vs_bac(c)
     out["training_curves"] = plot_training_curves(c)
     out["bac_vs_time"] = plot_bac_vs_time(c)
-    view = category_view(c)
+    view = c.by_category
     if view is not None:
         out["categories"] = plot_categories(view)
     return out
@@ -546,7 +552,7 @@ def render_html(c: Comparison, pngs: dict[str, bytes]) -> str:
             f"Test BAC of every run grouped by the tag '{name.removeprefix('bac_by_')}'."
         )
         body.append(_figure(name, data, caption))
-    view = category_view(c)
+    view = c.by_category
     if view is not None and "categories" in pngs:
         body.append(
             f"<h2>Where {html.escape(view.first)} and {html.escape(view.second)} differ</h2>"
