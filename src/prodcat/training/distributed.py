@@ -66,6 +66,9 @@ def process_group(rank: Rank, device: torch.device, timeout_minutes: float):
     log.info("rank %d of %d joined the %s process group", rank.index, rank.world, backend)
     try:
         yield
+        # Ranks leave together: rank 1 tearing gloo down while rank 0 still writes the model
+        # folder was seen to abort it ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
