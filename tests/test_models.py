@@ -90,6 +90,24 @@ def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
     torch.testing.assert_close(model(batch.input_ids, batch.lengths), logits)
 
 
+@pytest.mark.parametrize("family", ["mlp", "cnn", "lstm"])
+def test_word_families_forward_words_with_their_character_ngrams(family, tmp_path):
+    from prodcat.data.featurizer import NgramFeaturizer
+
+    cfg = tiny_config(family, tmp_path, **NGRAMS)
+    featurizer = NgramFeaturizer.from_config(cfg.data, cfg.model)
+    featurizer.vocabulary = VocabularyFeaturizer.from_tokens(["bolso", "cuero"]).vocabulary
+    model = get_family(family)(cfg.model, n_classes=3, featurizer=featurizer).eval()
+    batch = featurizer(["Bolso Cuero", "bolsos", "cueros bolso cuero"])
+    assert batch.input_ids.shape == (3, 3 * 7) and batch.lengths.tolist() == [2, 1, 3]
+    logits = model(batch)
+    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+    # Padding is invisible, and a title alone gives what it gives in a batch.
+    torch.testing.assert_close(model(featurizer(["Bolso Cuero"])), logits[:1])
+    # Unseen "bolsos" is not the zero vector: its n-grams carry it.
+    assert model.embedder(featurizer(["bolsos"]).input_ids).abs().sum() > 0
+
+
 def test_the_encoder_family_builds_and_forwards_title_vectors(tmp_path):
     cfg = tiny_config("encoder", tmp_path)
     featurizer = make_featurizer(cfg)
@@ -103,12 +121,23 @@ def test_the_encoder_family_builds_and_forwards_title_vectors(tmp_path):
     assert not any(isinstance(m, torch.nn.Embedding) for m in model.modules())
 
 
-@pytest.mark.parametrize("family", families())
-def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(family, tmp_path, tiny_file):
+# Word families may also read character n-grams (`model.char_ngram_buckets`): one input
+# kind more, held to the same contract.
+NGRAMS = {"model.char_ngram_buckets": 64, "model.char_ngrams_per_word": 6}
+VARIANTS = {f: (f, {}) for f in families()} | {
+    "mlp+char-ngrams": ("mlp", NGRAMS),
+    "cnn+char-ngrams": ("cnn", NGRAMS),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(variant, tmp_path, tiny_file):
+    family, extra = VARIANTS[variant]
     needs_encoder_package(family)
     cfg = tiny_config(
         family,
         tmp_path,
+        **extra,
         **{
             "training.epochs": 60,
             "training.batch_size": 8,

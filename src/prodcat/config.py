@@ -145,13 +145,24 @@ def model_config(family: str):
 class ModelConfig(StrictModel):
     """Settings every family shares: embedder -> encoder -> head."""
 
-    # The kind of featurizer (prodcat.data.featurizer) the family's model reads.
-    featurizer: ClassVar[str] = "vocabulary"
-
     family: str = "mlp"
     embedding_dim: int = Field(200, ge=1)
     ngram_buckets: int = Field(
         0, ge=0, description="hashed word-bigram embeddings added to the tokens (0: none)"
+    )
+    # fastText's subword features: a word's vector is the mean of its own embedding and those
+    # of the character n-grams of "<word>", hashed into this many rows. Words never seen in
+    # training (brands, model codes, typos) then still have a vector built from their parts.
+    char_ngram_buckets: int = Field(
+        0, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
+    )
+    char_ngram_min: int = Field(3, ge=1, description="shortest character n-gram")
+    char_ngram_max: int = Field(5, ge=1, description="longest character n-gram")
+    char_ngrams_per_word: int = Field(
+        40, ge=1, description="n-grams kept per word (the shortest first)"
+    )
+    word_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of a title's words hidden at random in training"
     )
     freeze_embeddings: bool = Field(False, description="keep the pretrained vectors as they are")
     sparse_embeddings: bool = Field(
@@ -164,6 +175,20 @@ class ModelConfig(StrictModel):
     # A linear head over the encoding: deeper heads overfit tens of thousands of titles.
     hidden_layers: list[int] = Field(default_factory=list)
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    @property
+    def featurizer(self) -> str:
+        """The kind of featurizer (prodcat.data.featurizer) the family's model reads."""
+        return "ngrams" if self.char_ngram_buckets else "vocabulary"
+
+    @model_validator(mode="after")
+    def _ngram_sizes(self) -> ModelConfig:
+        if self.char_ngram_min > self.char_ngram_max:
+            raise ValueError(
+                f"char_ngram_min ({self.char_ngram_min}) is above char_ngram_max "
+                f"({self.char_ngram_max})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _frozen_needs_vectors(self) -> ModelConfig:

@@ -100,7 +100,8 @@ def iterate_batches(
 ) -> Iterator[Batch]:
     """Yield batches over `rows` of the cache (in `order`), from batch number `start` on.
 
-    `remap` turns cache token ids into model ids; `labels` and `weights` are aligned with
+    `remap` turns cache token ids into model ids (a row of ids per token when 2-D, laid side
+    by side: `Featurizer.pieces_per_token`); `labels` and `weights` are aligned with
     `rows`. Each batch is cut to its longest title. With `features` (one vector per cache
     row), batches carry those vectors and no token ids.
     """
@@ -122,7 +123,7 @@ def iterate_batches(
             continue
         lens = lengths[where].astype(np.int64)
         width = max(int(lens.max()), 1)
-        ids = remap[tokens[where, :width]]
+        ids = remap[tokens[where, :width]].reshape(len(where), -1)  # several ids per piece
         yield Batch(
             input_ids=torch.from_numpy(ids.astype(np.int64, copy=False)),
             lengths=torch.from_numpy(lens),

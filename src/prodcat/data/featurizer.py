@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -59,6 +60,9 @@ class Featurizer:
     unk_id: int = 1
     max_tokens: int
     dense: ClassVar[bool] = False  # gives one vector per title (`file_features`), not ids
+    # Model ids per piece: `ids` gives (n, pieces_per_token) when above 1, a piece's ids side
+    # by side in the model's input (a word and its character n-grams, `NgramFeaturizer`).
+    pieces_per_token: int = 1
     show_progress: bool = False  # a bar for long encoding work (sentence encoders)
 
     @classmethod
@@ -77,7 +81,7 @@ class Featurizer:
         raise NotImplementedError
 
     def ids(self, names: list[str]) -> np.ndarray:
-        """Model ids of piece names (`unk_id` where unknown)."""
+        """Model ids of piece names (`unk_id` where unknown): (n,), or (n, pieces_per_token)."""
         raise NotImplementedError
 
     @property
@@ -85,13 +89,14 @@ class Featurizer:
         raise NotImplementedError
 
     def encode(self, titles: list[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """(N, T) int64 model ids padded with `pad_id` (T: the longest title, at most
-        `max_tokens`), and the (N,) lengths."""
+        """(N, T * pieces_per_token) int64 model ids padded with `pad_id` (T: the longest
+        title, at most `max_tokens`), and the (N,) lengths in pieces."""
         chunk = self.pieces(titles)
         ids = self.ids(chunk.vocabulary)[chunk.codes]
         longest = int(chunk.lengths().max(initial=0))
         width = max(min(longest, self.max_tokens), 1)
         matrix, lengths = padded_ids(ids, chunk.row, chunk.n_rows, width, np.int64, self.pad_id)
+        matrix = matrix.reshape(chunk.n_rows, -1)
         return matrix, np.minimum(lengths, self.max_tokens).astype(np.int64)
 
     def __call__(self, titles: list[str]) -> Batch:
@@ -207,6 +212,105 @@ class VocabularyFeaturizer(Featurizer):
     @classmethod
     def load(cls, folder: str | Path, cfg: Config | DataConfig) -> VocabularyFeaturizer:
         featurizer = cls.from_config(cfg.data if isinstance(cfg, Config) else cfg)
+        featurizer.vocabulary = Vocabulary.load(Path(folder) / "vocab.txt")
+        return featurizer
+
+
+class NgramFeaturizer(VocabularyFeaturizer):
+    """Words and the hashed character n-grams inside them: fastText's subword features.
+
+    A word's model ids are its vocabulary id (padding if training never saw it) followed by
+    the ids of the n-grams of `<word>` from `min_n` to `max_n` characters, each hashed
+    (CRC-32 of its UTF-8 bytes) into one of `buckets` rows placed after the vocabulary's.
+    So "hidrolavadora" and an unseen "hidrolavadoras" share most of their ids. The cache
+    holds words, as for `VocabularyFeaturizer` (the same cache serves both); the n-grams are
+    looked up when a file's pieces are mapped to model ids, once per split.
+    """
+
+    kind = "ngrams"
+
+    def __init__(
+        self,
+        tokenizer: TokenizerConfig,
+        max_tokens: int,
+        *,
+        buckets: int,
+        min_n: int = 3,
+        max_n: int = 5,
+        per_word: int = 40,
+        **settings: Any,
+    ):
+        super().__init__(tokenizer, max_tokens, **settings)
+        self.buckets = buckets
+        self.min_n, self.max_n = min_n, max_n
+        self.pieces_per_token = 1 + per_word
+
+    @classmethod
+    def from_config(cls, data: DataConfig, model: ModelConfig | None = None) -> NgramFeaturizer:
+        if model is None or not model.char_ngram_buckets:
+            raise ProdcatError("the ngrams featurizer needs model.char_ngram_buckets")
+        return cls(
+            data.tokenizer,
+            data.max_tokens,
+            buckets=model.char_ngram_buckets,
+            min_n=model.char_ngram_min,
+            max_n=model.char_ngram_max,
+            per_word=model.char_ngrams_per_word,
+            min_count=data.min_count,
+            max_vocab=data.max_vocab,
+            token_to_index=data.token_to_index,
+        )
+
+    def cache_spec(self) -> dict[str, Any]:
+        # The cache holds words: the one of the vocabulary featurizer, shared with it.
+        return VocabularyFeaturizer(self.tokenizer, self.max_tokens).cache_spec()
+
+    def char_ngrams(self, word: str) -> list[str]:
+        """The character n-grams of `<word>`, the shortest first, at most `pieces_per_token - 1`."""
+        marked = f"<{word}>"
+        grams = [
+            marked[i : i + n]
+            for n in range(self.min_n, self.max_n + 1)
+            for i in range(len(marked) - n + 1)
+        ]
+        return grams[: self.pieces_per_token - 1]
+
+    def ids(self, names: list[str]) -> np.ndarray:
+        words = self._fitted().remap_from(names)
+        table = np.full((len(names), self.pieces_per_token), self.pad_id, dtype=np.int32)
+        # An unseen word is its n-grams alone, as in fastText, not the shared [UNK] vector;
+        # a piece the cache itself forgot ([UNK] in the file) has nothing else.
+        table[:, 0] = np.where(words == self.unk_id, self.pad_id, words)
+        offset = len(self._fitted())
+        for i, name in enumerate(names):
+            if name in (PAD, UNK):
+                table[i, 0] = self.pad_id if name == PAD else self.unk_id
+                continue
+            grams = self.char_ngrams(name)
+            table[i, 1 : 1 + len(grams)] = [
+                offset + zlib.crc32(g.encode("utf-8")) % self.buckets for g in grams
+            ]
+        return table
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._fitted()) + self.buckets
+
+    def save(self, folder: str | Path) -> None:
+        super().save(folder)
+        spec = {
+            "kind": self.kind,
+            "vocabulary": "vocab.txt",
+            "size": len(self._fitted()),
+            "buckets": self.buckets,
+            "n": [self.min_n, self.max_n],
+            "pieces_per_token": self.pieces_per_token,
+        }
+        (Path(folder) / SPEC_FILE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, cfg: Config) -> NgramFeaturizer:
+        featurizer = cls.from_config(cfg.data, cfg.model)
         featurizer.vocabulary = Vocabulary.load(Path(folder) / "vocab.txt")
         return featurizer
 
@@ -448,6 +552,7 @@ def _progress(file):
 
 FEATURIZERS: dict[str, type[Featurizer]] = {
     VocabularyFeaturizer.kind: VocabularyFeaturizer,
+    NgramFeaturizer.kind: NgramFeaturizer,
     SentenceFeaturizer.kind: SentenceFeaturizer,
     SubwordFeaturizer.kind: SubwordFeaturizer,
 }

@@ -52,10 +52,12 @@ def positions_in_rows(row: np.ndarray, n_rows: int) -> np.ndarray:
 def padded_ids(
     ids: np.ndarray, row: np.ndarray, n_rows: int, width: int, dtype: type, pad: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(n_rows, width) matrix of each row's first `width` ids, `pad`-padded; the rows' lengths."""
+    """(n_rows, width) matrix of each row's first `width` ids, `pad`-padded; the rows' lengths.
+
+    `ids` of shape (n, k) (several model ids per piece) give an (n_rows, width, k) matrix."""
     pos = positions_in_rows(row, n_rows)
     keep = pos < width
-    matrix = np.full((n_rows, width), pad, dtype=dtype)
+    matrix = np.full((n_rows, width, *ids.shape[1:]), pad, dtype=dtype)
     matrix[row[keep], pos[keep]] = ids[keep]
     return matrix, np.bincount(row, minlength=n_rows)
 

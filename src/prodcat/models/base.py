@@ -30,12 +30,20 @@ class TokenEmbedder(nn.Module):
 
     With `ngram_buckets`, position t also carries the bigram (t-1, t) hashed into a bucket
     of a second table; the two vectors are summed, as fastText does for its n-grams.
+    With `pieces_per_token` k > 1 (character n-grams, `NgramFeaturizer`), the input holds k
+    ids per word side by side, the word's first; the word's vector is the mean of their
+    rows, padding left out (one `embedding_bag`, as fastText averages a word's n-grams).
+    `word_dropout` hides whole words at random while training.
     """
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int = 0):
+    def __init__(
+        self, vocab_size: int, cfg: ModelConfig, pad_id: int = 0, pieces_per_token: int = 1
+    ):
         super().__init__()
         sparse = cfg.sparse_embeddings
         self.pad_id = pad_id
+        self.per_token = pieces_per_token
+        self.word_dropout = cfg.word_dropout
         self.tokens = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id, sparse=sparse)
         self.buckets = cfg.ngram_buckets
         self.bigrams = (
@@ -76,7 +84,8 @@ class TokenEmbedder(nn.Module):
                 f"{self.dim} (set it to {rows.dim})"
             )
         with torch.no_grad():
-            self.tokens.weight.copy_(torch.from_numpy(fill_missing(rows, pad_id=self.pad_id)))
+            found = torch.from_numpy(fill_missing(rows, pad_id=self.pad_id))
+            self.tokens.weight[: len(found)].copy_(found)  # the words' rows, not the n-grams'
         report = rows.coverage(getattr(featurizer, "token_counts", None))
         report["words_in_file"] = rows.words_in_file
         report["read_seconds"] = time.perf_counter() - started
@@ -87,7 +96,28 @@ class TokenEmbedder(nn.Module):
         return self.tokens.embedding_dim
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.tokens(input_ids)
+        k = self.per_token
+        if self.training and self.word_dropout:
+            words = input_ids.view(input_ids.shape[0], -1, k)
+            hidden = torch.rand(words.shape[:2], device=input_ids.device) < self.word_dropout
+            input_ids = words.masked_fill(hidden.unsqueeze(-1), self.pad_id).flatten(1)
+        if k > 1:
+            n, width = input_ids.shape[0], input_ids.shape[1] // k
+            bags = input_ids.reshape(n * width, k)
+            # The padding left out before the lookup, not skipped inside it: a word has ~20
+            # ids of 41 slots, and the sparse gradient would carry a row per slot (3x slower).
+            used = bags != self.pad_id
+            counts = used.sum(1)
+            x = nn.functional.embedding_bag(
+                bags[used],
+                self.tokens.weight,
+                torch.cumsum(counts, 0) - counts,
+                mode="mean",
+                sparse=self.tokens.sparse,
+            ).view(n, width, -1)
+            input_ids = bags[:, 0].view(n, width)  # the words, for their bigrams
+        else:
+            x = self.tokens(input_ids)
         if self.bigrams is not None:
             prev = torch.nn.functional.pad(input_ids[:, :-1], (1, 0), value=self.pad_id)
             bucket = (prev * _HASH_A + input_ids * _HASH_B) % self.buckets
@@ -133,7 +163,9 @@ class TextClassifier(nn.Module):
 
     def build_embedder(self, featurizer: Featurizer) -> nn.Module:
         """The component that turns ids into vectors; it has a `dim`."""
-        return TokenEmbedder(featurizer.vocab_size, self.cfg, featurizer.pad_id)
+        return TokenEmbedder(
+            featurizer.vocab_size, self.cfg, featurizer.pad_id, featurizer.pieces_per_token
+        )
 
     def initialise(self, featurizer: Featurizer) -> dict[str, float]:
         """Load what a new model starts from (pretrained vectors); not done when reloading.
