@@ -27,7 +27,8 @@ Size = float | int  # a fraction of the rows (< 1) or a row count (>= 1)
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No setting means infinity or NaN: `lr: .inf` is a typo, not a learning rate.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ColumnsConfig(StrictModel):
@@ -354,9 +355,9 @@ class Config(StrictModel):
             value = value.model_dump()
         if isinstance(value, dict):
             family = value.get("family", "mlp")
-            if family not in MODEL_CONFIGS:
+            if not isinstance(family, str) or family not in MODEL_CONFIGS:
                 known = ", ".join(sorted(MODEL_CONFIGS))
-                raise ConfigError(f"unknown model family '{family}' (known: {known})")
+                raise ConfigError(f"model.family: unknown model family '{family}' (known: {known})")
             return MODEL_CONFIGS[family].model_validate(value)
         return value
 
@@ -402,15 +403,27 @@ def read_yaml_file(path: str | Path, kind: str, shape: str = "") -> dict[str, An
     """The mapping a YAML file holds; a missing file, invalid YAML or anything but a mapping
     is a one-line error naming the file (`kind`: what the file is, `shape`: what it holds)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a {kind} file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such {kind} file")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        raise ConfigError(f"{path}{_yaml_problem(e)}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: {shape or f'a {kind} file must be a mapping'}")
     return tree
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`:LINE: invalid YAML: PROBLEM` on one line (PyYAML's own message spans several)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error)
+    return f"{where}: invalid YAML: " + " ".join(str(problem).split())
 
 
 def build_config(
@@ -429,6 +442,10 @@ def build_config(
         return Config.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_describe(e, path)) from None
+    except ConfigError as e:  # a validator's own (an unknown family): say which file
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _describe(error: ValidationError, path: str | Path | None) -> str:
