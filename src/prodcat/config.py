@@ -8,7 +8,7 @@ typed config without importing the data layer or torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -288,8 +288,21 @@ class TrainingConfig(StrictModel):
     """The loop's settings."""
 
     epochs: int = Field(10, ge=1)
+    epoch_rows: int | None = Field(
+        None,
+        ge=1,
+        description="an epoch (validation, checkpoint, early stopping) is this many training "
+        "rows, read on through the shuffled data across passes (None: one pass over the data)",
+    )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="stop after this many optimizer steps; sets the run's length in place of "
+        "epochs (the last epoch may be cut short)",
+    )
     # Rows per optimizer step; under torchrun each process takes batch_size / processes.
-    batch_size: int = Field(256, ge=1)
+    # "auto": on CUDA, the largest power of two that fits in memory (see training/batch_size.py).
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 256
     eval_batch_size: int = Field(2048, ge=1)
     # Sparse embedding rows are updated by LazyAdam; without them, torch's fused Adam(W).
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -304,10 +317,23 @@ class TrainingConfig(StrictModel):
     grad_clip: float | None = Field(1.0, gt=0)
     gradient_accumulation: int = Field(1, ge=1, description="batches per optimizer step")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="validate and save an exponential moving average of the weights, updated "
+        "after every step with this decay (0: off; 0.999 is usual)",
+    )
     monitor: Literal["bac", "loss"] = Field(
         "bac", description="what picks the best epoch and stops early: validation BAC or loss"
     )
     patience: int | None = Field(3, ge=1, description="epochs without a better monitored value")
+    validation_rows_during: int | None = Field(
+        None,
+        ge=1,
+        description="score this fixed, seeded sample of the validation rows after each epoch "
+        "(best epoch, early stopping); all of them are scored once at the end (None: all)",
+    )
     seed: int = 0
     score_test: bool = Field(
         True, description="score the test rows at the end (tuning trials leave them unread)"

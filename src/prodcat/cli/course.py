@@ -34,9 +34,8 @@ COURSE_FLAGS = {
     "--lstm_num_layers",
     "--lstm-num-layers",
     "--freeze-embeddings",
-    "--batch-size",
     "--bert-model",
-}
+}  # not --batch-size: `prodcat train` has its own (a course line has --train-data anyway)
 CLASSIFIERS = {
     "MLP": "mlp",
     "CNN": "cnn",
@@ -56,6 +55,15 @@ def is_course_command(args: list[str]) -> bool:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit; we report instead
         raise ConfigError(f"course-style options: {message}")
+
+
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or auto, not {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--dropout", type=float, help="head dropout (default 0)")
     add("--epochs", type=int, help="epochs, all trained unless --patience (default 10)")
     add("--patience", type=int, help="stop after N epochs without a better validation BAC")
-    add("--batch-size", type=int, help="default 256")
+    add("--batch-size", type=_batch_size, help="default 256; auto: the largest that fits")
     add("--lr", "--learning-rate", type=float, help="default 0.02")
     add("--train-max-size", type=int, metavar="N", help="sample N training rows")
     add("--validation-max-size", type=int, metavar="N", help="sample N validation rows")

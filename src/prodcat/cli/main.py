@@ -122,6 +122,13 @@ def train(
         typer.Option("--output", "-o", help="Model folder. Default: runs/FAMILY-TIME."),
     ] = None,
     overrides: SetOpt = None,
+    batch_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Rows per optimizer step (training.batch_size), or auto: the largest that "
+            "fits on the GPU."
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(help="Continue the run in --output from its last checkpoint (or extend it)."),
@@ -149,7 +156,7 @@ def train(
         validation,
         test,
         output,
-        overrides or [],
+        [*(overrides or []), *([f"training.batch_size={batch_size}"] if batch_size else [])],
         resume,
         no_track,
         quiet,

@@ -84,7 +84,10 @@ class MlflowTracker(Callback):
         if run.replaced_run_id:
             self.close_stale(run.replaced_run_id)
         run.state.run_id = self.start(run.state.run_id)
-        self.log_params(run.cfg.flat())
+        params = run.cfg.flat()
+        if params.get("training.batch_size") == "auto":
+            params["training.batch_size_found"] = run.batch_size
+        self.log_params(params)
         summary = run.splits.summary
         self.set_tags(
             {
@@ -104,7 +107,7 @@ class MlflowTracker(Callback):
         if run.init_report and not run.resumed:
             self.log_metrics(run.init_report)
         self._lr = _learning_rate(run)
-        self._batches = run.splits.train.num_batches(run.cfg.training.batch_size, run.rank.world)
+        self._batches = run.batches_per_epoch
 
     def on_batch_end(self, run: RunInfo, step: int, rows: int) -> None:
         # The optimizer has already moved to the next step's rate: this batch used the last one.

@@ -5,29 +5,42 @@ asked; per epoch, train over shuffled batches, evaluate on validation, keep the 
 weights, tell the callbacks (the tracker, early stopping, ...), checkpoint; at the end
 restore the best weights, score the test split and save the model folder. What only one
 process may do (track, checkpoint, save, print) is asked of `rank.main`.
+
+An epoch is one pass over the training rows, or `training.epoch_rows` rows of the stream of
+passes (pass p shuffled by (seed, p)), so that a run over 20 M rows validates, checkpoints
+and may stop early more often than once a pass; `training.max_steps` sets the run's length
+in optimizer steps instead of epochs. Each epoch scores the validation rows, or a fixed
+sample of them (`training.validation_rows_during`), with the moving average of the weights
+when `training.ema_decay` is set; the end scores them all with the best epoch's weights.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import itertools
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from prodcat.atomic import write_text_atomic
 from prodcat.config import Config
-from prodcat.data.dataset import Splits
+from prodcat.data.batches import Batch
+from prodcat.data.dataset import Split, Splits
 from prodcat.errors import ConfigError
 from prodcat.evaluation.evaluate import evaluate_split, save_predictions, weighted_loss
 from prodcat.evaluation.metrics import write_category_report
 from prodcat.evaluation.plots import plot_history
 from prodcat.models.folder import build_model, staging_folder, write_model_files
+from prodcat.training.batch_size import auto_batch_size
 from prodcat.training.callbacks import Callback, Callbacks, EarlyStopping, RunInfo, RunState
 from prodcat.training.checkpoint import (
     CHECKPOINT,
@@ -46,6 +59,7 @@ from prodcat.training.distributed import (
     sum_over_ranks,
     wrap,
 )
+from prodcat.training.ema import WeightAverage
 from prodcat.training.optim import clip_gradients, make_optimizer
 from prodcat.training.prefetch import Prefetcher
 from prodcat.training.progress import progress_bar
@@ -92,7 +106,7 @@ def train(
     the batches this process trains on and whether it has the side effects.
     """
     rank = rank or Rank.from_env()
-    if cfg.training.batch_size % rank.world:
+    if cfg.training.batch_size != "auto" and cfg.training.batch_size % rank.world:
         raise ConfigError(
             f"training.batch_size {cfg.training.batch_size} does not split evenly across "
             f"{rank.world} processes (it is the rows per step of all of them together)"
@@ -121,12 +135,14 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
     # A resumed model gets its weights from the checkpoint: no vectors to read.
     model = build_model(cfg, len(splits.labels), featurizer, initialise=checkpoint is None)
     model = model.to(device)
+    batch_size = _batch_size(cfg, model, splits, device, autocast, rank, checkpoint)
+    plan = _Plan.of(cfg, splits.train.num_batches(batch_size // rank.world, rank.world), batch_size)
     optimizer = make_optimizer(
         model, name=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, encoder_lr=t.encoder_lr
     )
-    batches_per_epoch = splits.train.num_batches(t.batch_size // rank.world, rank.world)
-    steps_per_epoch = -(-batches_per_epoch // t.gradient_accumulation)
-    schedule = make_schedule(cfg, optimizer, t.epochs * steps_per_epoch)
+    schedule = make_schedule(cfg, optimizer, plan.total_steps)
+    ema = WeightAverage(model, t.ema_decay) if t.ema_decay else None
+    during = validation_sample(splits.validation, t.validation_rows_during, t.seed)
     class_weights = (
         torch.from_numpy(splits.class_weights()).to(device) if cfg.data.class_weights else None
     )
@@ -137,18 +153,21 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
     if resume and checkpoint is None:
         log.warning("no %s in %s: starting a new run", CHECKPOINT, output)
     if checkpoint is not None:
-        state, best_weights = _restore(checkpoint, model, optimizer, schedule, output)
+        state, best_weights = _restore(checkpoint, model, optimizer, schedule, ema, output)
     elif rank.main:
         # A new run in an old folder starts clean; the tracker closes the run it replaces if
         # that one was killed without a chance to end itself.
         replaced_run_id = checkpoint_run_id(output)
         remove_checkpoint(output)
+    state.batch_size = batch_size
     if rank.main:
         write_text_atomic(output / "config.yaml", cfg.to_yaml())
+        _log_plan(cfg, plan, batch_size, len(splits.train), during, splits.validation)
 
     listeners = list(callbacks) + ([EarlyStopping(t.patience)] if t.patience else [])
     events = Callbacks(listeners, main=rank.main)
     run = RunInfo(cfg, splits, output, device, rank, state, resumed=checkpoint is not None)
+    run.batch_size, run.batches_per_epoch = batch_size, plan.epoch_batches
     run.init_report = model.init_report
     run.optimizer = optimizer
     run.replaced_run_id = replaced_run_id
@@ -163,40 +182,55 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
         trainer = torch.compile(trainer, dynamic=True)
     sparse = [p for _, p in sparse_parameters(model)] if rank.world > 1 else []
     parts = _Parts(
-        cfg, model, optimizer, schedule, splits, device, autocast, class_weights, trainer, sparse
+        cfg,
+        model,
+        optimizer,
+        schedule,
+        splits,
+        device,
+        autocast,
+        class_weights,
+        trainer,
+        sparse,
+        batch_size,
+        plan,
+        ema,
     )
 
     def save(partial: dict[str, Any] | None = None) -> None:
         state.partial = partial
         if rank.main:
             path = save_checkpoint(
-                output, _checkpoint(state, best_weights, model, optimizer, schedule)
+                output, _checkpoint(state, best_weights, model, optimizer, schedule, ema)
             )
             events.on_checkpoint(run, path)
 
     events.on_run_start(run)
-    if state.epoch >= t.epochs:
-        log.info("already trained %d epochs; raise training.epochs to train more", state.epoch)
+    if state.epoch >= plan.epochs:
+        more = "training.max_steps" if t.max_steps else "training.epochs"
+        log.info("already trained %d epochs; raise %s to train more", state.epoch, more)
     try:
-        for epoch in range(state.epoch + 1, t.epochs + 1):
+        for epoch in range(state.epoch + 1, plan.epochs + 1):
             if state.stop:
                 break
             record = _train_epoch(parts, run, events, epoch, state.partial, save)
             state.partial = None
-            val, _ = evaluate_split(model, splits.validation, t.eval_batch_size, device, autocast)
-            record.update({f"validation_{k}": v for k, v in val.items() if k != "rows"})
-            state.history.append(record)
-            score = val["balanced_accuracy"] if t.monitor == "bac" else -val["loss"]
-            state.improved = score > state.best_score
-            if state.improved:
-                state.best_score, state.best_epoch = score, epoch
-                best_weights = _copy_weights(model)
+            # The weights that are validated are the ones kept: the average, when there is one.
+            with ema.applied() if ema else contextlib.nullcontext():
+                val, _ = evaluate_split(model, during, t.eval_batch_size, device, autocast)
+                record.update({f"validation_{k}": v for k, v in val.items() if k != "rows"})
+                state.history.append(record)
+                score = val["balanced_accuracy"] if t.monitor == "bac" else -val["loss"]
+                state.improved = score > state.best_score
+                if state.improved:
+                    state.best_score, state.best_epoch = score, epoch
+                    best_weights = _copy_weights(model)
             state.epoch = epoch
             events.on_epoch_end(run, record)
             # A rank-0-only callback (a tuning pruner) may stop the run: all ranks stop.
             (state.stop,) = from_rank_zero([state.stop], device, rank.world)
             if rank.main:
-                _log_epoch(record, t.epochs, state.improved)
+                _log_epoch(record, plan.epochs, state.improved)
             save()
     except KeyboardInterrupt:
         events.on_run_end(run, None, "KILLED")
@@ -207,7 +241,7 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
         raise
 
     model.load_state_dict(best_weights)
-    result = _finish(cfg, model, splits, state, output, device, autocast, rank)
+    result = _finish(cfg, model, splits, state, output, device, autocast, rank, during)
     events.on_run_end(run, result, "FINISHED")
     return result
 
@@ -216,22 +250,28 @@ def _copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return copy.deepcopy(model.state_dict())
 
 
-def _checkpoint(state: RunState, best_weights, model, optimizer, schedule) -> dict[str, Any]:
+def _checkpoint(
+    state: RunState, best_weights, model, optimizer, schedule, ema: WeightAverage | None
+) -> dict[str, Any]:
     return {
         "state": state.to_dict(),
         "best_weights": best_weights,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
+        "ema": ema.state_dict() if ema else None,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
-def _restore(checkpoint, model, optimizer, schedule, output) -> tuple[RunState, dict]:
+def _restore(checkpoint, model, optimizer, schedule, ema, output) -> tuple[RunState, dict]:
     try:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema is not None:
+            # A run that had no average starts one from the weights it resumes with.
+            ema.load_state_dict(checkpoint.get("ema"))
     except (RuntimeError, ValueError, KeyError) as e:
         raise ConfigError(
             f"{output / CHECKPOINT}: does not match this model and data "
@@ -253,6 +293,91 @@ def _restore(checkpoint, model, optimizer, schedule, output) -> tuple[RunState, 
     return state, checkpoint["best_weights"]
 
 
+def _batch_size(cfg, model, splits, device, autocast, rank, checkpoint) -> int:
+    """`training.batch_size`, or the size `auto` finds (a resumed run keeps the one it found)."""
+    t = cfg.training
+    if t.batch_size != "auto":
+        return t.batch_size
+    found = checkpoint["state"].get("batch_size") if checkpoint is not None else None
+    if found:
+        log.info("batch size auto: %d, as the run being resumed found", found)
+        return int(found)
+    copies = 3 + (1 if t.ema_decay else 0)  # Adam's moments, the best weights, the average
+    return auto_batch_size(model, cfg.model.family, splits.train, device, autocast, rank, copies)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How long epochs and the run are, in this rank's batches and in optimizer steps."""
+
+    pass_batches: int  # one pass over the training rows
+    epoch_batches: int  # one epoch (a pass, or `epoch_rows` rows)
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    accumulate: int
+
+    @classmethod
+    def of(cls, cfg: Config, pass_batches: int, batch_size: int) -> _Plan:
+        """`batch_size`: the rows of one step of all ranks together, as the run uses it."""
+        t = cfg.training
+        epoch_batches = -(-t.epoch_rows // batch_size) if t.epoch_rows else pass_batches
+        steps_per_epoch = -(-epoch_batches // t.gradient_accumulation)
+        if t.max_steps:
+            epochs = -(-t.max_steps // max(steps_per_epoch, 1))
+            total_steps = t.max_steps
+        else:
+            epochs = t.epochs
+            total_steps = epochs * steps_per_epoch
+        return cls(
+            pass_batches,
+            epoch_batches,
+            steps_per_epoch,
+            epochs,
+            total_steps,
+            t.gradient_accumulation,
+        )
+
+    def batches_in(self, epoch: int) -> int:
+        """The batches epoch `epoch` trains on: all of an epoch but the last that max_steps cuts."""
+        steps_before = (epoch - 1) * self.steps_per_epoch
+        left = (self.total_steps - steps_before) * self.accumulate
+        return max(0, min(self.epoch_batches, left))
+
+
+def validation_sample(split: Split, rows: int | None, seed: int) -> Split:
+    """A fixed sample of `rows` rows of `split` (the same for the same seed), or all of it."""
+    if rows is None or rows >= len(split):
+        return split
+    pick = np.sort(np.random.default_rng([seed, 2]).choice(len(split), rows, replace=False))
+    # `rows`, `labels` and `weights` are per row of the split; the rest per row of the cache.
+    return dataclasses.replace(
+        split,
+        rows=split.rows[pick],
+        labels=None if split.labels is None else split.labels[pick],
+        weights=split.weights[pick],
+    )
+
+
+def _log_plan(cfg, plan: _Plan, batch_size: int, rows: int, during: Split, validation) -> None:
+    t = cfg.training
+    if t.epoch_rows or t.max_steps:
+        log.info(
+            "%d epochs of %d batches of %d rows (%s rows in a pass over the data), %d steps",
+            plan.epochs,
+            plan.epoch_batches,
+            batch_size,
+            f"{rows:,}",
+            plan.total_steps,
+        )
+    if len(during) < len(validation):
+        log.info(
+            "each epoch scores %s of the %s validation rows; the end scores them all",
+            f"{len(during):,}",
+            f"{len(validation):,}",
+        )
+
+
 @dataclass
 class _Parts:
     """What every epoch of a run works with."""
@@ -267,16 +392,39 @@ class _Parts:
     class_weights: torch.Tensor | None
     trainer: torch.nn.Module  # the model as it steps: in DDP, compiled, or itself
     sparse: list[torch.nn.Parameter]  # tables whose gradients ranks average outside DDP
+    batch_size: int  # rows per step, all ranks together
+    plan: _Plan
+    ema: WeightAverage | None
+
+
+def epoch_batches(
+    split: Split, plan: _Plan, epoch: int, first: int, last: int, batch_size: int, **order
+) -> Iterator[Batch]:
+    """Batches `first` to `last` (excluded) of epoch `epoch`, cut from the stream of passes
+    over `split` (pass p shuffled by (seed, p)): with epochs of one pass, pass p is epoch p.
+
+    `order`: `Split.batches`'s seed, buffer, shard and bucket.
+    """
+    begin = (epoch - 1) * plan.epoch_batches + first  # where in the stream
+    end = (epoch - 1) * plan.epoch_batches + last
+    while begin < end and plan.pass_batches:
+        done_passes, offset = divmod(begin, plan.pass_batches)
+        n = min(end - begin, plan.pass_batches - offset)
+        stream = split.batches(
+            batch_size, shuffle=True, epoch=done_passes + 1, start=offset, **order
+        )
+        yield from itertools.islice(stream, n)
+        begin += n
 
 
 def _train_epoch(
     parts: _Parts, run: RunInfo, events: Callbacks, epoch: int, partial, save
 ) -> dict[str, float]:
-    """One pass over this rank's shard of the shuffled training split, from a mid-epoch
+    """One epoch of this rank's shard of the shuffled training rows, from a mid-epoch
     checkpoint if given.
 
     Every `training.checkpoint_minutes`, `save` records how far the epoch got; the batch
-    order is a function of (seed, epoch), so a resumed epoch skips exactly those batches.
+    order is a function of (seed, pass), so a resumed epoch skips exactly those batches.
     """
     cfg, model, optimizer, schedule = parts.cfg, parts.model, parts.optimizer, parts.schedule
     device, autocast, class_weights = parts.device, parts.autocast, parts.class_weights
@@ -286,14 +434,17 @@ def _train_epoch(
     model.train()
     partial = partial or {"step": 0, "loss_sum": 0.0, "weight_sum": 0.0, "seen": 0, "seconds": 0.0}
     first = partial["step"]
+    total = parts.plan.batches_in(epoch)
     batches = Prefetcher(
-        parts.splits.train.batches(
-            t.batch_size // world,
-            shuffle=True,
+        epoch_batches(
+            parts.splits.train,
+            parts.plan,
+            epoch,
+            first,
+            total,
+            parts.batch_size // world,
             seed=t.seed,
-            epoch=epoch,
             buffer=cfg.data.shuffle_buffer,
-            start=first,
             shard=run.rank.shard,
             bucket=cfg.data.bucket_by_length,
         ),
@@ -305,12 +456,13 @@ def _train_epoch(
     seen = partial["seen"]
     started = time.perf_counter() - partial["seconds"]
     last_save = time.perf_counter()
-    total = parts.splits.train.num_batches(t.batch_size // world, world)
     accumulate = t.gradient_accumulation
     lr = optimizer.param_groups[0]["lr"]  # the rate the epoch's first step uses
     optimizer.zero_grad(set_to_none=True)
     with progress_bar(t.progress and run.rank.main) as bar:
-        task = bar.add_task(f"epoch {epoch}/{t.epochs}", total=total, completed=first, info="")
+        task = bar.add_task(
+            f"epoch {epoch}/{parts.plan.epochs}", total=total, completed=first, info=""
+        )
         for step, batch in enumerate(batches, start=first + 1):
             batch = batch.to(device)
             # With gradient accumulation, several batches make one optimizer step.
@@ -332,6 +484,8 @@ def _train_epoch(
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
+                if parts.ema:
+                    parts.ema.update()
             loss_sum += loss.detach()
             weight_sum += weight.detach()
             seen += len(batch)
@@ -395,12 +549,21 @@ def _log_epoch(record: dict[str, float], epochs: int, improved: bool) -> None:
     )
 
 
-def _finish(cfg, model, splits, state: RunState, output, device, autocast, rank) -> RunResult:
-    """Score the best weights, and on rank 0 write the model folder around them."""
+def _finish(
+    cfg, model, splits, state: RunState, output, device, autocast, rank, during: Split
+) -> RunResult:
+    """Score the best weights, and on rank 0 write the model folder around them.
+
+    `during`: the validation rows the epochs were scored on; all of them are scored here.
+    """
     t = cfg.training
     history = state.history
     best = next((h for h in history if h["epoch"] == state.best_epoch), {})
     validation = {k.removeprefix("validation_"): v for k, v in best.items()}
+    if len(during) < len(splits.validation) and history:
+        validation, _ = evaluate_split(
+            model, splits.validation, t.eval_batch_size, device, autocast
+        )
     scored_test = splits.test is not None and t.score_test
     report_split = splits.test if scored_test else splits.validation
     scores, predictions = evaluate_split(
@@ -417,6 +580,7 @@ def _finish(cfg, model, splits, state: RunState, output, device, autocast, rank)
         ),
         test=Scores(**scores) if scored_test else None,
         train_rows=len(splits.train),
+        batch_size=state.batch_size,
         train_seconds=sum(h["epoch_seconds"] for h in history),
         titles_per_second=(
             sum(h["train_titles_per_second"] for h in history) / len(history) if history else 0.0

@@ -34,6 +34,7 @@ class RunResult(BaseModel):
     validation: Scores  # at the best epoch
     test: Scores | None = None
     train_rows: int
+    batch_size: int | None = None  # rows per optimizer step (what `batch_size: auto` found)
     train_seconds: float
     titles_per_second: float
     device: str

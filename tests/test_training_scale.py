@@ -1,0 +1,285 @@
+"""The loop's options for long runs: epochs by rows, a run length in steps, validation on a
+sample during training, `batch_size: auto`, the weights' moving average, and a failing rank
+that ends a torchrun run instead of hanging it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prodcat.config import build_config
+from prodcat.data.dataset import load_splits
+from prodcat.training import loop
+from prodcat.training.batch_size import auto_batch_size
+from prodcat.training.callbacks import Callback
+from prodcat.training.checkpoint import load_checkpoint
+from prodcat.training.ema import WeightAverage
+from prodcat.training.loop import _Plan, epoch_batches, train, validation_sample
+from prodcat.training.ranks import Rank
+from tests.test_training import small_config, write_titles
+
+
+@pytest.fixture(scope="module")
+def titles(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("titles")
+    data = write_titles(folder / "train.jsonl", rows_per_category=40)
+    cfg = small_config(folder)
+    return folder, data, load_splits(cfg.data, data)
+
+
+def rows_of(batches) -> list[list[int]]:
+    return [b.input_ids.tolist() + [b.labels.tolist()] for b in batches]
+
+
+def test_epochs_of_rows_cut_the_stream_of_shuffled_passes(titles):
+    _, _, splits = titles
+    train_split = splits.train
+    passes = train_split.num_batches(16)  # 8 batches of 128 rows
+    plan = _Plan.of(small_config(titles[0], **{"training.epoch_rows": 48}), passes, 16)
+    assert plan.epoch_batches == 3 and plan.steps_per_epoch == 3
+    # Epochs 1 to 4 are batches 0-11 of the stream: all of pass 1, then pass 2's first 4.
+    by_epochs = [b for e in range(1, 5) for b in epoch_batches(train_split, plan, e, 0, 3, 16)]
+    by_passes = [
+        *train_split.batches(16, shuffle=True, epoch=1),
+        *list(train_split.batches(16, shuffle=True, epoch=2))[:4],
+    ]
+    assert rows_of(by_epochs) == rows_of(by_passes)
+    # A resumed epoch starts at its batch: epoch 3 from batch 2 on is stream batch 8 (pass 2).
+    assert rows_of(epoch_batches(train_split, plan, 3, 2, 3, 16)) == rows_of(by_passes[8:9])
+
+
+def test_max_steps_sets_the_run_length_and_cuts_the_last_epoch():
+    cfg = build_config(overrides={"training.max_steps": 7, "training.epoch_rows": 48})
+    plan = _Plan.of(cfg, 8, 16)
+    assert (plan.epochs, plan.total_steps) == (3, 7)
+    assert [plan.batches_in(e) for e in (1, 2, 3)] == [3, 3, 1]
+    accumulated = cfg.model_copy(deep=True)
+    accumulated.training.gradient_accumulation = 2
+    plan = _Plan.of(accumulated, 8, 16)  # 2 steps an epoch (3 batches: 2 + 1)
+    assert (plan.epochs, plan.batches_in(4)) == (4, 2)
+
+
+class CountSteps(Callback):
+    def __init__(self):
+        self.batches: list[tuple[int, int]] = []
+
+    def on_batch_end(self, run, step, rows):
+        self.batches.append((run.state.epoch + 1, step))
+
+
+def test_a_run_of_max_steps_takes_that_many_steps(titles, tmp_path):
+    folder, _, splits = titles
+    cfg = small_config(
+        folder, **{"training.max_steps": 11, "training.epoch_rows": 64, "training.patience": None}
+    )
+    count = CountSteps()
+    result = train(cfg, splits, tmp_path / "run", callbacks=[count])
+    assert len(count.batches) == 11
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]  # 4 + 4 + 3 steps
+    assert count.batches[-1] == (3, 3)
+
+
+class InterruptAt(Callback):
+    """Ctrl-C after batch `step` of epoch `epoch` (the checkpoint of the batch before stays)."""
+
+    def __init__(self, epoch: int, step: int):
+        self.at = (epoch, step)
+
+    def on_batch_end(self, run, step, rows):
+        if (run.state.epoch + 1, step) == self.at:
+            raise KeyboardInterrupt
+
+
+def test_epochs_of_rows_with_an_average_resume_inside_an_epoch_to_the_same_weights(
+    titles, tmp_path
+):
+    folder, _, splits = titles
+    # 5 epochs of 3 batches over passes of 8: epochs 3 and 5 straddle two passes.
+    cfg = small_config(
+        folder,
+        **{
+            "training.epoch_rows": 48,
+            "training.epochs": 5,
+            "training.ema_decay": 0.8,
+            "training.patience": None,
+            "training.checkpoint_minutes": 1e-9,  # a checkpoint after every batch
+        },
+    )
+    straight = train(cfg, splits, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, splits, tmp_path / "killed", callbacks=[InterruptAt(3, 3)])
+    state = load_checkpoint(tmp_path / "killed")["state"]
+    assert (state["epoch"], state["partial"]["step"]) == (2, 2)
+    resumed = train(cfg, splits, tmp_path / "killed", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    assert resumed.best_epoch == straight.best_epoch
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def test_the_average_is_what_is_validated_and_saved(titles, tmp_path):
+    folder, _, splits = titles
+    # A loss that falls every epoch: the last epoch is the best, its average the saved model.
+    cfg = small_config(
+        folder,
+        **{
+            "training.epochs": 3,
+            "training.ema_decay": 0.9,
+            "training.monitor": "loss",
+            "training.lr": 0.005,
+            "training.schedule": "constant",
+        },
+    )
+    result = train(cfg, splits, tmp_path / "run")
+    assert result.best_epoch == 3
+    checkpoint = load_checkpoint(tmp_path / "run")
+    saved = load_file(tmp_path / "run" / "model.safetensors")
+    model = result.model
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert "embedder.tokens.weight" in names  # the sparse table is averaged too
+    for name, average in zip(names, checkpoint["ema"]["average"]):
+        key = next(k for k in saved if k.endswith(name))
+        torch.testing.assert_close(saved[key], average)
+        # ... and not the last step's weights, which the checkpoint also holds.
+        assert not torch.equal(average, checkpoint["model"][name])
+
+
+def test_weight_average_follows_the_decay_and_gives_the_weights_back():
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, decay=0.5)
+    start = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update()  # decay min(0.5, 2/11)
+    for a, s in zip(average.average, start):
+        torch.testing.assert_close(a, s + 9 / 11)
+    live = [p.detach().clone() for p in model.parameters()]
+    with average.applied():
+        for p, a in zip(model.parameters(), average.average):
+            assert torch.equal(p, a)
+    for p, own in zip(model.parameters(), live):
+        assert torch.equal(p, own)
+
+
+def test_epochs_score_a_fixed_sample_and_the_end_scores_all_validation_rows(
+    titles, tmp_path, monkeypatch
+):
+    folder, _, splits = titles
+    scored = []
+    evaluate = loop.evaluate_split
+
+    def counting(model, split, *args, **kwargs):
+        scored.append(len(split))
+        return evaluate(model, split, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_split", counting)
+    cfg = small_config(
+        folder, **{"training.epochs": 2, "training.validation_rows_during": 6, "training.lr": 0.01}
+    )
+    result = train(cfg, splits, tmp_path / "run")
+    full = len(splits.validation)
+    assert full > 6 and scored[:2] == [6, 6] and full in scored[2:]
+    assert result.validation.rows == full
+    scores, _ = evaluate(result.model, splits.validation, 64, torch.device("cpu"))
+    assert result.validation.balanced_accuracy == pytest.approx(scores["balanced_accuracy"])
+    assert result.validation.accuracy == pytest.approx(scores["accuracy"])
+    # The sample is fixed by the seed, and rows of the validation split.
+    a, b = (validation_sample(splits.validation, 6, seed=0) for _ in range(2))
+    assert np.array_equal(a.rows, b.rows) and set(a.rows) <= set(splits.validation.rows)
+    assert not np.array_equal(a.rows, validation_sample(splits.validation, 6, seed=1).rows)
+
+
+def test_batch_size_auto_on_cpu_keeps_the_family_batch_and_records_it(titles, tmp_path):
+    folder, _, splits = titles
+    model = torch.nn.Linear(1, 1)
+    cpu = torch.device("cpu")
+    assert auto_batch_size(model, "mlp", splits.train, cpu, False, Rank()) == 128  # the rows
+    big = loop.dataclasses.replace(splits.train, rows=np.repeat(splits.train.rows, 4))
+    assert auto_batch_size(model, "mlp", big, cpu, False, Rank()) == 256
+    assert auto_batch_size(model, "transformer", big, cpu, False, Rank(0, 2)) == 32
+    cfg = small_config(folder, **{"training.batch_size": "auto", "training.epochs": 1})
+    result = train(cfg, splits, tmp_path / "run")
+    assert result.batch_size == 128
+    assert build_config(tmp_path / "run" / "config.yaml").training.batch_size == "auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_batch_size_auto_on_cuda_finds_a_power_of_two_that_fits(titles, monkeypatch):
+    from prodcat.models.folder import build_model
+    from prodcat.training import batch_size as auto
+
+    folder, _, splits = titles
+    cfg = small_config(folder)
+    cuda = torch.device("cuda")
+    model = build_model(cfg, len(splits.labels), splits.featurizer).to(cuda)
+    found = auto_batch_size(model, "mlp", splits.train, cuda, True, Rank())
+    assert found == 128  # the tiny model fits whatever the GPU: the training rows cap it
+    # With memory for 32 titles and no more, the search stops there.
+    peak = auto._peak_memory(model, auto._longest_rows(splits.train, 32), 32, cuda, True)
+    free = (peak + 1) / auto.MEMORY_SHARE - torch.cuda.memory_allocated(cuda)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free) + 1, 0))
+    assert auto_batch_size(model, "mlp", splits.train, cuda, True, Rank(), copies=0) == 32
+
+
+FAILING_RANK = """
+import sys
+from prodcat.config import build_config
+from prodcat.training.callbacks import Callback
+from prodcat.training.run import run
+
+
+class FailOnRankOne(Callback):
+    def on_batch_end(self, run, step, rows):
+        if run.rank.index == 1 and step == 2:
+            raise RuntimeError("rank 1 fails on purpose")
+
+
+cfg = build_config(overrides={overrides!r})
+run(cfg, sys.argv[1], callbacks=[FailOnRankOne()])
+"""
+
+
+def test_a_failing_rank_ends_the_torchrun_run_instead_of_hanging_it(tmp_path):
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
+    overrides = {
+        "data.train": str(data),
+        "data.cache_dir": str(tmp_path / "cache"),
+        "model.embedding_dim": 16,
+        "training.batch_size": 16,
+        "training.epochs": 3,
+        "training.progress": False,
+        "training.distributed_timeout_minutes": 1.0,
+        "tracking.enabled": False,
+    }
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_RANK.format(overrides=overrides), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(tmp_path / "model"),
+    ]
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - started
+    assert done.returncode != 0
+    assert "rank 1 fails on purpose" in done.stderr
+    # Rank 0 did not wait out the process group's timeout (60 s) on rank 1's collectives.
+    assert seconds < 45, seconds
+    assert not (tmp_path / "model" / "metrics.json").exists()
