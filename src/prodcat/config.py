@@ -284,6 +284,81 @@ class EncoderConfig(ModelConfig):
     encode_batch_size: int = Field(256, ge=1)
 
 
+class EnsembleMember(StrictModel):
+    """One member of an ensemble: the model config of another family, and the training
+    settings it changes from the ensemble's own (`lr`, `epochs`, ...)."""
+
+    model: SerializeAsAny[ModelConfig]
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path_or_model(cls, value: Any) -> Any:
+        # `configs/cnn.yaml`: that file's model and training sections; a mapping with a
+        # `family`: a model config, trained with the ensemble's training section.
+        if isinstance(value, str | Path):
+            tree = read_yaml_file(value, "ensemble member config")
+            return {"model": tree.get("model") or {}, "training": tree.get("training") or {}}
+        if isinstance(value, dict) and "model" not in value:
+            return {"model": value}
+        return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _family_config(cls, value: Any) -> Any:
+        value = family_config(value)
+        if isinstance(value, EnsembleConfig):
+            raise ValueError("an ensemble member cannot be an ensemble (list its members)")
+        return value
+
+    @field_validator("training")
+    @classmethod
+    def _known_training_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        TrainingConfig.model_validate(value)  # a typo fails here, not after other members
+        return value
+
+
+@model_config("ensemble")
+class EnsembleConfig(ModelConfig):
+    """Several models of other families trained one after another on the same data; the
+    saved model averages their (calibrated) probabilities with non-negative weights, summing
+    to 1, that maximise the validation log-likelihood; temperature scaling goes on top.
+    Members share the data section; the word-embedding settings here do not apply.
+
+    Each member is a model config (a mapping with `family`), a mapping of `model` and
+    `training` (settings that differ from the ensemble's), or the path of a config YAML
+    (relative to the working folder) whose model and training sections are taken.
+    """
+
+    family: Literal["ensemble"] = "ensemble"
+    members: list[EnsembleMember] = Field(min_length=2)
+
+    @property
+    def featurizer(self) -> str:
+        return "ensemble"  # each member reads its own
+
+    def member_config(self, cfg: Config, index: int) -> Config:
+        """The full config member `index` trains with: `cfg` with its model and training."""
+        member = self.members[index]
+        tree = cfg.model_dump(mode="json")
+        tree["model"] = member.model.model_dump(mode="json")
+        tree["training"] = {**tree["training"], **member.training}
+        return Config.model_validate(tree)
+
+
+def family_config(value: Any) -> Any:
+    """A model config mapping validated by its family's schema (`family`, default mlp)."""
+    if isinstance(value, ModelConfig):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        family = value.get("family", "mlp")
+        if not isinstance(family, str) or family not in MODEL_CONFIGS:
+            known = ", ".join(sorted(MODEL_CONFIGS))
+            raise ConfigError(f"model.family: unknown model family '{family}' (known: {known})")
+        return MODEL_CONFIGS[family].model_validate(value)
+    return value
+
+
 class TrainingConfig(StrictModel):
     """The loop's settings."""
 
@@ -338,6 +413,11 @@ class TrainingConfig(StrictModel):
     score_test: bool = Field(
         True, description="score the test rows at the end (tuning trials leave them unread)"
     )
+    calibrate: bool = Field(
+        True,
+        description="fit temperature scaling on the validation rows after training; the model "
+        "folder keeps it (calibration.json) and predictions use it",
+    )
     checkpoint_minutes: float | None = Field(
         10.0, gt=0, description="also checkpoint inside an epoch this often (None: per epoch only)"
     )
@@ -377,15 +457,7 @@ class Config(StrictModel):
     @classmethod
     def _family_config(cls, value: Any) -> Any:
         # Each family validates its own keys, so `hidden_size` on an MLP is an error.
-        if isinstance(value, ModelConfig):
-            value = value.model_dump()
-        if isinstance(value, dict):
-            family = value.get("family", "mlp")
-            if not isinstance(family, str) or family not in MODEL_CONFIGS:
-                known = ", ".join(sorted(MODEL_CONFIGS))
-                raise ConfigError(f"model.family: unknown model family '{family}' (known: {known})")
-            return MODEL_CONFIGS[family].model_validate(value)
-        return value
+        return family_config(value)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -239,7 +239,9 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", "-d", help="Labelled file to score.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Score a trained model on a labelled file: balanced accuracy, accuracy, macro-F1."""
+    """Score a trained model on a labelled file: balanced accuracy, accuracy, macro-F1, loss,
+    expected calibration error (15 bins) and the share of titles that can be labelled
+    automatically at 95 % and 99 % precision, with the confidence that selects them."""
     from prodcat.serving.predictor import Classifier
 
     _setup_logging(quiet=True)
@@ -247,9 +249,64 @@ def evaluate(
     if as_json:
         print(json.dumps(metrics))
         return
-    for key in ("balanced_accuracy", "accuracy", "macro_f1", "loss"):
+    for key in ("balanced_accuracy", "accuracy", "macro_f1", "loss", "ece"):
         out.print(f"{key:>18}: {metrics[key]:.4f}")
+    for precision in ("95", "99"):
+        share, threshold = (metrics[f"auto_label_{k}_{precision}"] for k in ("share", "threshold"))
+        out.print(
+            f"{'auto-label @' + precision + ' %':>18}: {share:.1%} of titles "
+            f"(confidence >= {threshold:.4f})"
+        )
     out.print(f"{'rows':>18}: {metrics['rows']:,}")
+
+
+@app.command()
+def ensemble(
+    models: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="DIR...", help="Model folders trained on the same categories (2 or more)."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Ensemble folder to write.")],
+    validation: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled file the members did not train on: the weights (non-negative, "
+            "summing to 1, of the best log-likelihood) and a temperature are fitted on it. "
+            "Without it: equal weights, no temperature beyond each member's."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Combine trained model folders into one ensemble folder that averages their
+    probabilities; predict, serve and evaluate take it like any model folder.
+
+    The members are copied into OUTPUT/members/. To train members and ensemble in one go:
+    `prodcat train` with model.family: ensemble.
+    """
+    from prodcat.training.ensemble import combine_folders
+
+    _setup_logging(quiet=True)
+    spec, calibration, scores = combine_folders(models, output, validation)
+    summary = {
+        "output": str(output),
+        "members": [str(m) for m in models],
+        "weights": spec.weights,
+        "temperature": calibration.temperature,
+        "validation": scores,
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    for member, weight in zip(models, spec.weights):
+        out.print(f"{weight:.3f}  {member}")
+    if scores is not None:
+        out.print(
+            f"validation ({scores['rows']:,} rows): BAC {scores['balanced_accuracy']:.4f}, "
+            f"ECE {scores['ece']:.4f} (temperature {calibration.temperature:.3f})"
+        )
+    out.print(f"ensemble folder: {output}")
 
 
 RuntimeOpt = Annotated[
@@ -303,10 +360,20 @@ def predict(
     ] = False,
     runtime: RuntimeOpt = "torch",
     onnx: OnnxOpt = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            help="Between 0 and 1: a title whose top (calibrated) probability is below it is "
+            "undecided, to be labelled by a person: its categories are left empty (csv, "
+            "submission) or null (jsonl), its probabilities kept.",
+        ),
+    ] = None,
 ) -> None:
     """Predict the categories of titles given as arguments, in a file or on stdin.
 
     Rows keep the input's id, or its line (an argument's position) when it has none.
+    Probabilities are calibrated (the temperature saved with the model).
 
     Input is read and written batch by batch; on a terminal, stderr shows titles/s.
     """
@@ -316,7 +383,9 @@ def predict(
         raise ConfigError("--json writes JSON lines, --format submission a CSV: give one of them")
     _setup_logging(quiet=True)
     fmt = "jsonl" if as_json else fmt
-    run_predict(model, titles or [], input, output, top_k, batch_size, fmt, runtime, onnx)
+    run_predict(
+        model, titles or [], input, output, top_k, batch_size, fmt, runtime, onnx, min_confidence
+    )
 
 
 @app.command()

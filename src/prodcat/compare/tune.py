@@ -309,7 +309,11 @@ def score_test(cfg: Config, folder: Path) -> Scores | None:
     if list(splits.labels.names) != list(classifier.categories):
         raise ConfigError(f"{folder}: its categories differ from the data's; was it moved?")
     scores, _ = evaluate_split(
-        classifier.model, splits.test, cfg.training.eval_batch_size, torch.device("cpu")
+        classifier.model,
+        splits.test,
+        cfg.training.eval_batch_size,
+        torch.device("cpu"),
+        temperature=classifier.temperature,
     )
     return Scores(**scores)
 

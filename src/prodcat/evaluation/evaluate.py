@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import Split
 from prodcat.data.vocab import LabelMap
+from prodcat.evaluation.calibration import Calibration, calibrate_logits, calibration_metrics
 from prodcat.evaluation.metrics import classification_metrics
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -55,8 +56,10 @@ def predict_split(
     device: torch.device,
     autocast: bool = False,
     top_k: int = 1,
+    temperature: float = 1.0,
 ) -> Predictions:
-    """Top-k classes and probabilities of every row of `split`, and the mean loss."""
+    """Top-k classes and probabilities of every row of `split`, and the mean loss, of the
+    logits divided by `temperature` (the model's calibration)."""
     was_training = model.training
     model.eval()
     ids, probs, loss_sum, weight_sum = [], [], 0.0, 0.0
@@ -64,6 +67,7 @@ def predict_split(
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(batch)
+        logits = logits.float() / temperature
         loss, weight = weighted_loss(logits, batch)
         loss_sum += float(loss)
         weight_sum += float(weight)
@@ -86,13 +90,61 @@ def evaluate_split(
     device: torch.device,
     autocast: bool = False,
     top_k: int = 1,
+    temperature: float = 1.0,
 ) -> tuple[dict[str, float], Predictions]:
-    """balanced_accuracy, accuracy, macro_f1, loss and rows of a labelled split; predictions."""
-    predictions = predict_split(model, split, batch_size, device, autocast, top_k)
-    metrics = classification_metrics(split.labels, predictions.top_ids[:, 0])
+    """`split_metrics` of a labelled split, its logits divided by `temperature`; predictions."""
+    predictions = predict_split(model, split, batch_size, device, autocast, top_k, temperature)
+    return split_metrics(split.labels, predictions), predictions
+
+
+def split_metrics(labels: np.ndarray, predictions: Predictions) -> dict[str, float]:
+    """balanced_accuracy, accuracy, macro_f1, loss, calibration (ece, auto_label_share_95/99
+    and their thresholds) and rows, of predictions against the true class ids."""
+    metrics = classification_metrics(labels, predictions.top_ids[:, 0])
     metrics["loss"] = predictions.loss
-    metrics["rows"] = len(split)
-    return metrics, predictions
+    correct = predictions.top_ids[:, 0] == np.asarray(labels)
+    metrics.update(calibration_metrics(predictions.top_probs[:, 0], correct))
+    metrics["rows"] = len(labels)
+    return metrics
+
+
+@torch.no_grad()
+def split_logits(
+    model: torch.nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    autocast: bool = False,
+) -> torch.Tensor:
+    """(N, C) float32 logits of every row of `split`, in its order, on the CPU."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for batch in split.batches(batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            chunks.append(model(batch.to(device)).float().cpu())
+    model.train(was_training)
+    n_classes = getattr(model, "n_classes", 0)
+    return torch.cat(chunks) if chunks else torch.zeros(0, n_classes)
+
+
+def logits_predictions(
+    logits: torch.Tensor,
+    labels: np.ndarray,
+    weights: np.ndarray | None = None,
+    top_k: int = 1,
+) -> Predictions:
+    """The `Predictions` of (N, C) logits already in memory, with their mean loss on
+    `labels` (weighted by `weights` as `predict_split` weights it)."""
+    logits = logits.float()
+    target = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    row_weights = None if weights is None else torch.from_numpy(np.asarray(weights))
+    # weighted_loss reads a batch's labels and weights only.
+    rows = Batch(None, None, target, row_weights)  # type: ignore[arg-type]
+    loss_sum, weight_sum = weighted_loss(logits, rows)
+    loss = float(loss_sum / weight_sum.clamp(min=1e-12))
+    probs, ids = torch.softmax(logits, dim=1).topk(min(top_k, logits.shape[1]), dim=1)
+    return Predictions(ids.numpy(), probs.numpy(), loss)
 
 
 def save_predictions(
@@ -118,3 +170,19 @@ def save_predictions(
     path = Path(folder) / PREDICTIONS_FILE
     pq.write_table(table, path)
     return path
+
+
+def calibrate_split(
+    model: torch.nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    autocast: bool = False,
+) -> tuple[Calibration, dict[str, float]]:
+    """The temperature scaling fitted on a labelled split (the validation rows), and the
+    split's `split_metrics` under it."""
+    logits = split_logits(model, split, batch_size, device, autocast)
+    labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+    calibration = calibrate_logits(logits, labels)
+    scaled = logits_predictions(logits / calibration.temperature, split.labels, split.weights)
+    return calibration, split_metrics(split.labels, scaled)

@@ -1,7 +1,8 @@
 """A model folder holds everything needed to rebuild a model and predict, nothing else.
 
 `config.yaml` (every setting, the featurizer's too), what the featurizer fitted
-(`featurizer.json`, `vocab.txt`), `labels.txt` and the weights in `model.safetensors`;
+(`featurizer.json`, `vocab.txt`), `labels.txt`, the weights in `model.safetensors` and the
+temperature its logits are divided by (`calibration.json`, when calibrated);
 training adds `metrics.json`, test predictions, the per-category report and plots.
 `manifest.json` holds the checksums of the files that rebuild the model, checked on load.
 
@@ -26,6 +27,7 @@ from prodcat.config import Config, load_config
 from prodcat.data.featurizer import SPEC_FILE, Featurizer, load_featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ProdcatError
+from prodcat.evaluation.calibration import Calibration
 from prodcat.models.base import TextClassifier
 from prodcat.models.manifest import verify_model_folder, write_manifest
 from prodcat.registry import get_family
@@ -52,21 +54,30 @@ def save_model_folder(
     model: TextClassifier,
     featurizer: Featurizer,
     labels: LabelMap,
+    calibration: Calibration | None = None,
 ) -> None:
     """Write the files that rebuild the model into `folder`, atomically, with a manifest."""
     with staging_folder(folder) as staging:
-        write_model_files(staging, cfg, model, featurizer, labels)
+        write_model_files(staging, cfg, model, featurizer, labels, calibration)
 
 
 def write_model_files(
-    folder: Path, cfg: Config, model: TextClassifier, featurizer: Featurizer, labels: LabelMap
+    folder: Path,
+    cfg: Config,
+    model: TextClassifier,
+    featurizer: Featurizer,
+    labels: LabelMap,
+    calibration: Calibration | None = None,
 ) -> None:
-    """The model's files and their manifest, written in place (into a staging folder)."""
+    """The model's files and their manifest, written in place (into a staging folder);
+    `calibration.json` too when the model was calibrated."""
     (folder / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     featurizer.save(folder)
     labels.save(folder / "labels.txt")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
+    if calibration is not None:
+        calibration.save(folder)
     write_manifest(folder)
 
 

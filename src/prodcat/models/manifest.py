@@ -9,6 +9,7 @@ something else.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from prodcat import __version__
@@ -19,14 +20,17 @@ MANIFEST = "manifest.json"
 FORMAT = 1  # bump when a folder's layout changes in a way older prodcat cannot read
 
 
-def write_manifest(folder: str | Path) -> Path:
-    """Record the checksum of every file now in `folder` (subfolders too)."""
+def write_manifest(folder: str | Path, extra: Mapping[str, Path] | None = None) -> Path:
+    """Record the checksum of every file now in `folder` (subfolders too), and of the `extra`
+    files under the relative names they have (or will have) in the folder: an ensemble's
+    members, already in place beside the folder being staged."""
     folder = Path(folder)
     files = {
         path.relative_to(folder).as_posix(): sha256_file(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != MANIFEST
     }
+    files.update({name: sha256_file(path) for name, path in sorted((extra or {}).items())})
     manifest = {"format": FORMAT, "prodcat_version": __version__, "files": files}
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

@@ -35,6 +35,7 @@ EXPORTABLE = ("mlp", "cnn", "lstm", "gru")
 NOT_EXPORTABLE = {
     "encoder": "its sentence encoder runs outside the network",
     "transformer": "its subword tokenizer has no torch-free twin here yet",
+    "ensemble": "its members are separate networks: predict and serve it with the torch runtime",
 }
 INPUTS = ("input_ids", "lengths")
 OUTPUT = "logits"

@@ -17,6 +17,7 @@ from prodcat.config import Config, load_config
 from prodcat.data.featurizer import SPEC_FILE, load_featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ConfigError, ProdcatError
+from prodcat.evaluation.calibration import Calibration
 from prodcat.serving.runtimes import NamedTopK
 from prodcat.serving.title_encoder import TitleEncoder
 
@@ -56,8 +57,19 @@ class OnnxClassifier(NamedTopK):
 
     runtime = "onnx"
 
-    def __init__(self, cfg: Config, session, featurizer, labels: LabelMap, folder: Path | None):
+    def __init__(
+        self,
+        cfg: Config,
+        session,
+        featurizer,
+        labels: LabelMap,
+        folder: Path | None,
+        calibration: Calibration | None = None,
+    ):
         self.cfg = cfg
+        # The graph returns the network's logits; probabilities are calibrated here, as
+        # `Classifier` calibrates them.
+        self.temperature = (calibration or Calibration()).temperature
         self.session = session
         self.featurizer = featurizer
         self.labels = labels
@@ -77,6 +89,12 @@ class OnnxClassifier(NamedTopK):
                 "the onnx runtime needs onnxruntime: pip install 'prodcat[onnx]'"
             ) from None
         folder = Path(folder)
+        if (folder / "config.yaml").is_file():
+            if load_config(folder / "config.yaml").model.family == "ensemble":
+                raise ConfigError(
+                    f"{folder}: an ensemble runs under the torch runtime only (its members are "
+                    "separate networks): drop --runtime onnx"
+                )
         for name in ("config.yaml", SPEC_FILE, "labels.txt"):
             if not (folder / name).is_file():
                 raise ProdcatError(f"{folder}: not a model folder (no {name})")
@@ -101,7 +119,7 @@ class OnnxClassifier(NamedTopK):
                 f"{path}: gives {outputs[-1]} classes, but {folder} has {len(labels)} "
                 "categories: export this folder's model"
             )
-        return cls(cfg, session, featurizer, labels, folder)
+        return cls(cfg, session, featurizer, labels, folder, Calibration.load(folder))
 
     @property
     def categories(self) -> list[str]:
@@ -114,7 +132,8 @@ class OnnxClassifier(NamedTopK):
         return self.featurizer.encode(titles)
 
     def logits(self, titles: list[str], batch_size: int = 4096) -> np.ndarray:
-        """(N, C) float32 logits of raw titles, `batch_size` titles per run."""
+        """(N, C) float32 calibrated logits of raw titles (divided by the folder's
+        temperature), `batch_size` titles per run."""
         if batch_size < 1:
             raise ProdcatError(f"batch size must be at least 1, got {batch_size}")
         chunks = []
@@ -124,7 +143,8 @@ class OnnxClassifier(NamedTopK):
             chunks.append(self.session.run(None, feed)[0])
         if not chunks:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        logits = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        return logits / np.float32(self.temperature) if self.temperature != 1.0 else logits
 
     def top_k(
         self, titles: list[str], k: int, batch_size: int = 4096

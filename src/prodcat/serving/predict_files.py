@@ -11,6 +11,10 @@ Input is read and written batch by batch, so memory stays flat on a file of any 
 Each output row keeps the input's `id`, or its `line` (the file line, or the argument's
 position) when there is none. Formats: `csv` (`id|line,title,category_1,probability_1,...`),
 `jsonl` (one object per title) and `submission` (the challenge's `id,category`).
+
+Probabilities are the model's calibrated ones. With a minimum confidence, a title whose top
+probability is below it is undecided (for a person to label): its categories are written
+empty (csv, submission) or null (jsonl), its probabilities kept.
 """
 
 from __future__ import annotations
@@ -200,10 +204,11 @@ class PredictionWriter:
     def write(
         self,
         batch: TitleBatch,
-        categories: list[list[str]],
+        categories: list[list[str | None]],
         probabilities: list[list[float]],
     ) -> None:
-        """One row per title: its key, then its categories and probabilities, best first."""
+        """One row per title: its key, then its categories and probabilities, best first
+        (a None category, undecided, is written empty, or null in JSON lines)."""
         if self.format == "submission":
             self.csv.writerows(zip(batch.keys, (best[0] for best in categories)))
         elif self.format == "csv":
@@ -258,8 +263,12 @@ class ProgressLine:
         self.stream.flush()
 
 
-def check_options(top_k: int, batch_size: int, fmt: str) -> None:
+def check_options(
+    top_k: int, batch_size: int, fmt: str, min_confidence: float | None = None
+) -> None:
     """Option mistakes, found before the model is loaded."""
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise ConfigError(f"--min-confidence must be between 0 and 1, got {min_confidence}")
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     if top_k < 1:
@@ -277,13 +286,21 @@ def predict_titles(
     top_k: int,
     batch_size: int,
     progress: ProgressLine | None = None,
+    min_confidence: float | None = None,
 ) -> int:
-    """Predict every title of `source` batch by batch into `writer`; return the count."""
+    """Predict every title of `source` batch by batch into `writer`; return the count.
+
+    A title whose top probability is below `min_confidence` gets None for every category
+    (undecided), its probabilities kept."""
     names = classifier.labels.names
     done = 0
     for batch in source.batches(batch_size):
         indices, probabilities = classifier.top_k(batch.titles, top_k, batch_size)
-        categories = [[names[i] for i in row] for row in indices.tolist()]
+        categories: list[list[str | None]] = [[names[i] for i in row] for row in indices.tolist()]
+        if min_confidence is not None:
+            for row, top in zip(categories, probabilities[:, 0].tolist()):
+                if top < min_confidence:
+                    row[:] = [None] * len(row)
         writer.write(batch, categories, probabilities.tolist())
         done += len(batch.titles)
         if progress is not None:
@@ -322,15 +339,17 @@ def run_predict(
     fmt: str,
     runtime: str = "torch",
     onnx_path: Path | None = None,
+    min_confidence: float | None = None,
 ) -> int:
     """`prodcat predict`: check the options and the input, load the model, stream predictions.
 
     `model`: a folder or an MLflow URI; `runtime`: torch, or onnx for its exported graph
-    (`onnx_path`, default the folder's model.onnx), which imports no torch."""
+    (`onnx_path`, default the folder's model.onnx), which imports no torch;
+    `min_confidence`: titles less sure than this are written undecided."""
     from prodcat.config import load_config
     from prodcat.serving.runtimes import RUNTIMES, load_classifier, local_model_folder
 
-    check_options(top_k, batch_size, fmt)
+    check_options(top_k, batch_size, fmt, min_confidence)
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
     model = local_model_folder(model)
@@ -347,4 +366,6 @@ def run_predict(
         k = min(top_k, len(classifier.labels))
         with open_output(output) as stream:
             writer = PredictionWriter(stream, fmt, source.key_name, k)  # type: ignore[arg-type]
-            return predict_titles(classifier, source, writer, top_k, batch_size, ProgressLine())
+            return predict_titles(
+                classifier, source, writer, top_k, batch_size, ProgressLine(), min_confidence
+            )

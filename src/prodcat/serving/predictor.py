@@ -1,4 +1,9 @@
-"""`Classifier`: a saved model folder behind a scikit-learn-like API."""
+"""`Classifier`: a saved model folder behind a scikit-learn-like API.
+
+Every probability it returns is calibrated: the logits are divided by the temperature the
+folder's `calibration.json` holds (1 without one). An ensemble folder loads as an
+`EnsembleClassifier`, the same API over its members.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ from prodcat.data.batches import Batch
 from prodcat.data.cache import encode_file
 from prodcat.data.dataset import labelled_split
 from prodcat.errors import ProdcatError
+from prodcat.evaluation.calibration import Calibration
 from prodcat.evaluation.evaluate import evaluate_split
+from prodcat.models.ensemble import EnsembleBatch, EnsembleSpec, EnsembleSplit, is_ensemble_folder
 from prodcat.models.folder import load_model_folder
 from prodcat.serving.runtimes import NamedTopK, local_model_folder
 from prodcat.serving.title_encoder import TitleEncoder
@@ -48,12 +55,21 @@ class Classifier(NamedTopK):
 
     runtime = "torch"
 
-    def __init__(self, cfg: Config, model, featurizer, labels, folder: Path | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        model,
+        featurizer,
+        labels,
+        folder: Path | None = None,
+        calibration: Calibration | None = None,
+    ):
         self.cfg = cfg
         self.model = model
         self.featurizer = featurizer
         self.labels = labels
         self.folder = folder
+        self.calibration = calibration or Calibration()
         # Up to SMALL_BATCH titles skip Arrow's fixed cost (~2 ms a call) for the pure-Python
         # twin of its tokenizer, which gives the same ids (serving/title_encoder.py).
         self.title_encoder = TitleEncoder(featurizer) if TitleEncoder.supports(featurizer) else None
@@ -61,10 +77,18 @@ class Classifier(NamedTopK):
     @classmethod
     def load(cls, folder: str | Path) -> Classifier:
         """Load a model folder written by `prodcat train`, or one MLflow logged
-        (`runs:/<run id>/model`, `models:/<name>/<version>`)."""
+        (`runs:/<run id>/model`, `models:/<name>/<version>`); an ensemble folder gives an
+        `EnsembleClassifier`."""
         folder = local_model_folder(folder)
-        cfg, model, featurizer, labels = load_model_folder(folder)
-        return cls(cfg, model, featurizer, labels, folder)
+        if is_ensemble_folder(folder):
+            return EnsembleClassifier.load(folder)
+        cfg, model, featurizer, labels = load_model_folder(folder)  # checks the manifest
+        return cls(cfg, model, featurizer, labels, folder, Calibration.load(folder))
+
+    @property
+    def temperature(self) -> float:
+        """What the model's logits are divided by (calibration.json; 1 without one)."""
+        return self.calibration.temperature
 
     @property
     def categories(self) -> list[str]:
@@ -84,7 +108,8 @@ class Classifier(NamedTopK):
         return intra_op_threads(1 if n_titles <= SMALL_BATCH else torch.get_num_threads())
 
     def logits(self, titles: list[str], batch_size: int = 4096) -> torch.Tensor:
-        """(N, C) logits of raw titles, `batch_size` titles per model call."""
+        """(N, C) calibrated logits of raw titles (the model's, divided by its temperature),
+        `batch_size` titles per model call."""
         if batch_size < 1:
             raise ProdcatError(f"batch size must be at least 1, got {batch_size}")
         with torch.inference_mode(), self._threads(len(titles)):
@@ -94,7 +119,8 @@ class Classifier(NamedTopK):
             ]
         if not chunks:
             return torch.zeros(0, len(self.labels))
-        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+        logits = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+        return logits / self.temperature if self.temperature != 1.0 else logits
 
     def top_k(
         self, titles: list[str], k: int, batch_size: int = 4096
@@ -124,12 +150,66 @@ class Classifier(NamedTopK):
         with self._threads(len(titles)):
             return torch.softmax(logits, dim=1).numpy()
 
-    def evaluate(self, path: str | Path, batch_size: int = 4096) -> dict[str, float]:
-        """balanced_accuracy, accuracy, macro_f1, loss and rows on a labelled file."""
+    def labelled_split(self, path: str | Path):
+        """Every row of a labelled file, encoded as the model reads it."""
         file = encode_file(path, self.cfg.data, self.featurizer)
         rows = np.arange(file.n_rows)
-        split = labelled_split(
-            "evaluation", file, rows, self.featurizer, self.labels, self.cfg.data
+        return labelled_split("evaluation", file, rows, self.featurizer, self.labels, self.cfg.data)
+
+    def evaluate(self, path: str | Path, batch_size: int = 4096) -> dict[str, float]:
+        """balanced_accuracy, accuracy, macro_f1, loss, calibration (ece, auto_label_share_95
+        and _99 with their confidence thresholds) and rows, on a labelled file."""
+        split = self.labelled_split(path)
+        metrics, _ = evaluate_split(
+            self.model, split, batch_size, torch.device("cpu"), temperature=self.temperature
         )
-        metrics, _ = evaluate_split(self.model, split, batch_size, torch.device("cpu"))
         return metrics
+
+
+class EnsembleClassifier(Classifier):
+    """An ensemble folder (`models/ensemble.py`): each member reads the titles through its
+    own featurizer; the model averages their calibrated probabilities."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        members: list[Classifier],
+        spec: EnsembleSpec,
+        labels,
+        folder: Path | None = None,
+        calibration: Calibration | None = None,
+    ):
+        from prodcat.models.ensemble import EnsembleModel
+
+        model = EnsembleModel(
+            [m.model for m in members], spec.weights, [m.temperature for m in members]
+        ).eval()
+        super().__init__(cfg, model, None, labels, folder, calibration)
+        self.members = members
+        self.spec = spec
+
+    @classmethod
+    def load(cls, folder: str | Path) -> EnsembleClassifier:
+        """An ensemble folder written by `prodcat train` or `prodcat ensemble`."""
+        from prodcat.config import load_config
+        from prodcat.data.vocab import LabelMap
+        from prodcat.models.manifest import verify_model_folder
+
+        folder = local_model_folder(folder)
+        verify_model_folder(folder)
+        spec = EnsembleSpec.load(folder)
+        members = [Classifier.load(folder / name) for name in spec.members]
+        labels = LabelMap.load(folder / "labels.txt")
+        for name, member in zip(spec.members, members):
+            if list(member.labels.names) != list(labels.names):
+                raise ProdcatError(f"{folder / name}: its categories differ from the ensemble's")
+        cfg = load_config(folder / "config.yaml")
+        return cls(cfg, members, spec, labels, folder, Calibration.load(folder))
+
+    def batch(self, titles: list[str]) -> EnsembleBatch:  # type: ignore[override]
+        """One batch of the titles per member, each encoded by the member's featurizer."""
+        return EnsembleBatch([member.batch(titles) for member in self.members])
+
+    def labelled_split(self, path: str | Path) -> EnsembleSplit:
+        """Every row of a labelled file, as each member reads it."""
+        return EnsembleSplit([member.labelled_split(path) for member in self.members])

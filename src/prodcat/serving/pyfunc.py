@@ -33,7 +33,14 @@ from prodcat.serving.runtimes import PYFUNC_FOLDER
 CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
 # What `Classifier.load` reads of a folder without a manifest; plots, predictions and reports
 # stay in the run's artifacts.
-FOLDER_FILES = ("config.yaml", "featurizer.json", "vocab.txt", "labels.txt", "model.safetensors")
+FOLDER_FILES = (
+    "config.yaml",
+    "featurizer.json",
+    "vocab.txt",
+    "labels.txt",
+    "model.safetensors",
+    "calibration.json",
+)
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.string)]),
     outputs=Schema(

@@ -190,7 +190,19 @@ class MlflowTracker(Callback):
                 }
             )
         if result.test is not None:
-            final.update({f"test_{k}": v for k, v in result.test.model_dump().items()})
+            final.update(
+                {f"test_{k}": v for k, v in result.test.model_dump().items() if v is not None}
+            )
+        # The saved model's probabilities are calibrated, the epochs' were not: its figures.
+        final.update(
+            {
+                f"validation_{k}": v
+                for k, v in result.validation.model_dump().items()
+                if k.startswith(("ece", "auto_label_")) and v is not None
+            }
+        )
+        if result.temperature is not None:
+            final["temperature"] = result.temperature
         final.update(
             best_epoch=result.best_epoch,
             best_validation_balanced_accuracy=result.validation.balanced_accuracy,
@@ -282,6 +294,21 @@ def open_parent_run(
         client.log_param(run_id, key, value)
     write_text_atomic(state_file, json.dumps({"parent_run_id": run_id}))
     return run_id
+
+
+def log_run_metrics(uri: str | None, run_id: str | None, metrics: dict[str, float]) -> None:
+    """Log final metrics on a run this process does not hold open (an ensemble's, which its
+    members nest under); None values are left out. No-op without a run."""
+    if run_id is None:
+        return
+    import mlflow
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    values = [
+        Metric(key, float(value), stamp, 0) for key, value in metrics.items() if value is not None
+    ]
+    mlflow.MlflowClient(tracking_uri(uri)).log_batch(run_id, metrics=values)
 
 
 def close_parent_run(uri: str | None, run_id: str | None, status: str = "FINISHED") -> None:

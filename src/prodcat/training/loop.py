@@ -36,7 +36,12 @@ from prodcat.config import Config
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import Split, Splits
 from prodcat.errors import ConfigError
-from prodcat.evaluation.evaluate import evaluate_split, save_predictions, weighted_loss
+from prodcat.evaluation.evaluate import (
+    calibrate_split,
+    evaluate_split,
+    save_predictions,
+    weighted_loss,
+)
 from prodcat.evaluation.metrics import write_category_report
 from prodcat.evaluation.plots import plot_history
 from prodcat.models.folder import build_model, staging_folder, write_model_files
@@ -564,10 +569,17 @@ def _finish(
         validation, _ = evaluate_split(
             model, splits.validation, t.eval_batch_size, device, autocast
         )
+    calibration = None
+    if t.calibrate:  # temperature scaling on the validation rows (evaluation/calibration.py)
+        calibration, calibrated = calibrate_split(
+            model, splits.validation, t.eval_batch_size, device, autocast
+        )
+        validation.update(calibrated)
+    temperature = calibration.temperature if calibration is not None else 1.0
     scored_test = splits.test is not None and t.score_test
     report_split = splits.test if scored_test else splits.validation
     scores, predictions = evaluate_split(
-        model, report_split, t.eval_batch_size, device, autocast, top_k=5
+        model, report_split, t.eval_batch_size, device, autocast, top_k=5, temperature=temperature
     )
     result = RunResult(
         family=cfg.model.family,
@@ -591,13 +603,14 @@ def _finish(
         history=history,
         run_id=state.run_id,
         init_report=model.init_report,
+        temperature=calibration.temperature if calibration is not None else None,
     )
     result._model = model.eval()  # ready to predict, as a reloaded model is
     if not rank.main:
         return result
     # Written aside and renamed into place, metrics.json last: a folder that has it is whole.
     with staging_folder(output, last=(METRICS_FILE,)) as staging:
-        write_model_files(staging, cfg, model, splits.featurizer, splits.labels)
+        write_model_files(staging, cfg, model, splits.featurizer, splits.labels, calibration)
         save_predictions(staging, report_split, predictions, splits.labels)
         write_category_report(
             report_split.labels,

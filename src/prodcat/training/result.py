@@ -20,6 +20,13 @@ class Scores(BaseModel):
     macro_f1: float
     loss: float
     rows: int
+    # Calibration of the top-1 probability (evaluation/calibration.py); None in folders saved
+    # before it was measured.
+    ece: float | None = None
+    auto_label_share_95: float | None = None  # share of rows auto-labelled at 95 % precision
+    auto_label_threshold_95: float | None = None  # ... by accepting this confidence or more
+    auto_label_share_99: float | None = None
+    auto_label_threshold_99: float | None = None
 
 
 class RunResult(BaseModel):
@@ -43,6 +50,7 @@ class RunResult(BaseModel):
     history: list[dict[str, float]]  # one record per epoch: losses, validation metrics, times
     run_id: str | None = None  # the tracker's run
     init_report: dict[str, float] = {}  # what the model started from (vectors' coverage, ...)
+    temperature: float | None = None  # what calibration.json divides the logits by (None: off)
     _model: Any = PrivateAttr(default=None)  # the best weights, on the training device
 
     @property

@@ -72,6 +72,12 @@ def run(
     if (rank or Rank.from_env()).main:
         check_output(cfg, output, resume)
     with terminate_as_interrupt():
+        if cfg.model.family == "ensemble":  # each member through this function, then combined
+            from prodcat.training.ensemble import train_ensemble
+
+            return train_ensemble(
+                cfg, output, resume=resume, callbacks=callbacks, parent_run_id=parent_run_id
+            )
         splits = splits if splits is not None else prepare_data(cfg, rank)
         tracker = make_tracker(cfg.tracking, parent_run_id)
         listeners = [*callbacks, *([tracker] if tracker else [])]

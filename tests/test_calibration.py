@@ -1,0 +1,166 @@
+"""Probabilities you can trust: temperature scaling, ECE, auto-label shares, the saved
+calibration and `predict --min-confidence`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from prodcat.evaluation.calibration import (
+    CALIBRATION_FILE,
+    auto_label_share,
+    calibrate_logits,
+    calibration_metrics,
+    expected_calibration_error,
+)
+
+
+def overconfident_logits(n=4000, classes=10, overconfidence=3.0, seed=0):
+    """Labels drawn from softmax(z), and logits `overconfidence` * z: a model whose
+    probabilities are sharper than its accuracy (T = `overconfidence` undoes it)."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, classes, generator=generator) * 2.0
+    labels = torch.multinomial(torch.softmax(z, dim=1), 1, generator=generator).squeeze(1)
+    return z * overconfidence, labels
+
+
+def test_temperature_scaling_lowers_ece_on_overconfident_logits():
+    logits, labels = overconfident_logits()
+    calibration = calibrate_logits(logits, labels)
+    nll = torch.nn.functional.cross_entropy
+    assert calibration.ece_before > 0.15  # far surer than it is right
+    assert calibration.ece_after < 0.03
+    assert calibration.temperature == pytest.approx(3.0, rel=0.1)  # softened as it should be
+    assert nll(logits / calibration.temperature, labels) < nll(logits, labels) - 0.3
+    # The temperature changes no prediction.
+    assert torch.equal((logits / calibration.temperature).argmax(1), logits.argmax(1))
+
+
+def test_temperature_scaling_sharpens_underconfident_logits():
+    logits, labels = overconfident_logits(overconfidence=0.3)  # far too unsure
+    calibration = calibrate_logits(logits, labels)
+    assert calibration.temperature == pytest.approx(0.3, rel=0.1)
+    assert calibration.ece_after < calibration.ece_before
+
+
+def test_ece_of_hand_built_rows():
+    # Bin (14/15, 1]: confidence 0.95, right 3 of 4 -> gap 0.2; bin (3/15, 4/15]: 0.25, 1 of 2
+    # -> gap 0.25. ECE = (4 * 0.2 + 2 * 0.25) / 6.
+    confidence = np.array([0.95, 0.95, 0.95, 0.95, 0.25, 0.25])
+    correct = np.array([1, 1, 1, 0, 0, 1])
+    assert expected_calibration_error(confidence, correct) == pytest.approx(1.3 / 6)
+    # Right exactly as often as it says, in every bin: 0.
+    assert expected_calibration_error(np.array([0.5, 0.5, 1.0]), np.array([1, 0, 1])) == 0
+    # A bin's gaps of opposite sign cancel only within the bin.
+    assert expected_calibration_error(np.array([0.1, 0.9]), np.array([1, 0])) == pytest.approx(0.9)
+
+
+def test_auto_label_share_of_hand_built_rows():
+    confidence = np.array([0.6, 0.99, 0.5, 0.97, 0.98])
+    correct = np.array([0, 1, 1, 1, 1])
+    # Most confident first: 1, 1, 1 (100 %), then 0 (75 %), then 1 (80 %).
+    assert auto_label_share(confidence, correct, 0.95) == (pytest.approx(0.6), 0.97)
+    assert auto_label_share(confidence, correct, 0.80) == (1.0, 0.5)
+    # Equal confidences are taken together: a threshold cannot split them.
+    assert auto_label_share(np.array([0.9, 0.9]), np.array([1, 0]), 0.95) == (0.0, 1.0)
+    metrics = calibration_metrics(confidence, correct)
+    assert metrics["auto_label_share_95"] == pytest.approx(0.6)
+    assert metrics["auto_label_threshold_99"] == 0.97
+    assert set(metrics) == {
+        "ece",
+        "auto_label_share_95",
+        "auto_label_threshold_95",
+        "auto_label_share_99",
+        "auto_label_threshold_99",
+    }
+
+
+def test_calibration_is_saved_in_the_manifest_and_used_after_reload(small_model):
+    from prodcat.serving.predictor import Classifier
+
+    saved = json.loads((small_model / CALIBRATION_FILE).read_text())
+    assert saved["temperature"] > 0 and saved["rows"] > 0
+    manifest = json.loads((small_model / "manifest.json").read_text())
+    assert CALIBRATION_FILE in manifest["files"]
+    metrics = json.loads((small_model / "metrics.json").read_text())
+    assert metrics["temperature"] == pytest.approx(saved["temperature"])
+    for split in ("validation", "test"):
+        assert 0 <= metrics[split]["ece"] <= 1
+        assert 0 <= metrics[split]["auto_label_share_95"] <= 1
+    assert metrics["validation"]["ece"] == pytest.approx(saved["ece_after"])
+
+    clf = Classifier.load(small_model)
+    assert clf.temperature == pytest.approx(saved["temperature"])
+    titles = ["Placa Sonido Usb Behringer", "Disco Freno Ventilado", "Mochila Bebe"]
+    with torch.no_grad():
+        raw = clf.model(clf.featurizer(titles)).float()
+    expected = torch.softmax(raw / saved["temperature"], dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(titles), expected, rtol=1e-5, atol=1e-6)
+    _, top = clf.top_k(titles, 1)
+    np.testing.assert_allclose(top[:, 0], expected.max(1), rtol=1e-5)
+
+
+def test_a_modified_calibration_is_refused(small_model, tmp_path):
+    import shutil
+
+    from prodcat.errors import ProdcatError
+    from prodcat.serving.predictor import Classifier
+
+    copy = tmp_path / "model"
+    shutil.copytree(small_model, copy)
+    (copy / CALIBRATION_FILE).write_text(json.dumps({"temperature": 5.0}))
+    with pytest.raises(ProdcatError, match="calibration.json"):
+        Classifier.load(copy)
+
+
+def test_predict_min_confidence_marks_undecided_titles(small_model, run_cli):
+    # A clear title and a mixed one: the model is surer of the first.
+    titles = ["Placa Sonido Usb Behringer", "Usb Bebe Freno"]
+    code, out, err = run_cli(["predict", str(small_model), *titles, "--top-k", "2"])
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert all(r["category_1"] for r in rows)
+    low, high = sorted(float(r["probability_1"]) for r in rows)
+    assert low < high
+    threshold = f"{(low + high) / 2:.6f}"
+    code, out, err = run_cli(
+        ["predict", str(small_model), *titles, "--top-k", "2", "--min-confidence", threshold]
+    )
+    assert code == 0, err
+    marked = list(csv.DictReader(io.StringIO(out)))
+    for before, after in zip(rows, marked):
+        undecided = float(before["probability_1"]) < float(threshold)
+        # Undecided: every category empty, the confidences kept; decided: unchanged.
+        assert after == ({**before, "category_1": "", "category_2": ""} if undecided else before)
+    assert sorted(r["category_1"] == "" for r in marked) == [False, True]
+    code, out, err = run_cli(
+        ["predict", str(small_model), *titles, "--json", "--min-confidence", threshold]
+    )
+    assert code == 0, err
+    best = [json.loads(line)["categories"][0] for line in out.splitlines()]
+    assert [b["category"] is None for b in best] == [
+        b["probability"] < float(threshold) for b in best
+    ]
+    code, out, err = run_cli(
+        ["predict", str(small_model), *titles, "--format", "submission", "--min-confidence", "0"]
+    )
+    assert code == 2  # the titles have no id column: the check comes first, as before
+    code, _, err = run_cli(["predict", str(small_model), "x", "--min-confidence", "1.5"])
+    assert code == 2 and "--min-confidence" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_reports_calibration(small_model, run_cli, tmp_path):
+    from tests.test_training import write_titles
+
+    data = write_titles(tmp_path / "eval.jsonl", rows_per_category=5, seed=3)
+    code, out, err = run_cli(["evaluate", str(small_model), "--data", str(data), "--json"])
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["rows"] == 20
+    assert 0 <= metrics["ece"] <= 1
+    assert 0 <= metrics["auto_label_share_99"] <= metrics["auto_label_share_95"] <= 1

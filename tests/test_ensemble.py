@@ -1,0 +1,159 @@
+"""Ensembles as models: `model.family: ensemble` trained by `prodcat train`, folders combined
+by `prodcat ensemble`, both loaded by `Classifier.load` like any model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from prodcat.config import build_config
+from prodcat.errors import ConfigError
+from prodcat.training.run import run
+from tests.test_training import WORDS, small_overrides, write_titles
+
+TITLES = ["Placa Sonido Usb Behringer", "Disco Freno Ventilado", "Mochila Bebe", "Usb Bebe Freno"]
+MEMBERS = [
+    {"family": "mlp", "embedding_dim": 16},
+    {"model": {"family": "cnn", "embedding_dim": 16, "num_filters": 8}, "training": {"lr": 0.01}},
+]
+
+
+def ensemble_config(tmp_path, members=MEMBERS, **extra):
+    settings = small_overrides(tmp_path, **extra)
+    settings = {k: v for k, v in settings.items() if not k.startswith("model.")}
+    settings.update({"model.family": "ensemble", "model.members": members})
+    settings.setdefault("training.epochs", 3)
+    return build_config(overrides=settings)
+
+
+@pytest.fixture(scope="module")
+def trained_ensemble(tmp_path_factory):
+    """An ensemble of an MLP and a CNN trained by `run` on the tiny titles."""
+    root = tmp_path_factory.mktemp("ensemble")
+    data = write_titles(root / "train.jsonl", rows_per_category=30)
+    cfg = ensemble_config(root)
+    cfg.data.train = data
+    result = run(cfg, root / "model")
+    return root, result
+
+
+def test_trained_ensemble_folder_round_trip(trained_ensemble):
+    from prodcat.models.ensemble import EnsembleBatch
+    from prodcat.serving.predictor import Classifier, EnsembleClassifier
+
+    root, result = trained_ensemble
+    folder = root / "model"
+    assert result.family == "ensemble" and result.test is not None
+    assert 0 <= result.test.ece <= 1 and result.temperature > 0
+    spec = json.loads((folder / "ensemble.json").read_text())
+    assert spec["members"] == ["members/0", "members/1"]
+    assert sum(spec["weights"]) == pytest.approx(1) and min(spec["weights"]) >= 0
+    listed = json.loads((folder / "manifest.json").read_text())["files"]
+    for name in ("config.yaml", "labels.txt", "ensemble.json", "calibration.json"):
+        assert name in listed
+    for member in ("members/0", "members/1"):
+        assert f"{member}/model.safetensors" in listed
+        assert f"{member}/calibration.json" in listed
+        assert json.loads((folder / member / "metrics.json").read_text())["family"] in (
+            "mlp",
+            "cnn",
+        )
+    assert json.loads((folder / "metrics.json").read_text())["family"] == "ensemble"
+
+    clf = Classifier.load(folder)
+    assert isinstance(clf, EnsembleClassifier)
+    assert set(clf.categories) == set(WORDS)
+    probs = clf.predict_proba(TITLES)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    # The model in memory after training gives the reloaded folder's probabilities.
+    with torch.no_grad():
+        batch = EnsembleBatch([member.batch(TITLES) for member in clf.members])
+        logits = result.model(batch) / result.temperature
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), probs, rtol=1e-4, atol=1e-6)
+    again = Classifier.load(folder)
+    np.testing.assert_array_equal(again.predict_proba(TITLES), probs)
+    assert again.predict(TITLES) == [clf.categories[i] for i in probs.argmax(1)]
+
+
+def test_predict_and_evaluate_take_an_ensemble_folder(trained_ensemble, run_cli):
+    root, _ = trained_ensemble
+    folder = root / "model"
+    code, out, err = run_cli(["predict", str(folder), *TITLES, "--json", "--top-k", "2"])
+    assert code == 0, err
+    assert len(out.splitlines()) == len(TITLES)
+    data = write_titles(root / "eval.jsonl", rows_per_category=5, seed=4)
+    code, out, err = run_cli(["evaluate", str(folder), "--data", str(data), "--json"])
+    assert code == 0, err
+    assert json.loads(out)["rows"] == 20
+    code, _, err = run_cli(["export", str(folder)])
+    assert code == 2 and "ensemble" in err
+
+
+def test_prodcat_ensemble_combines_trained_folders(trained_ensemble, run_cli, tmp_path):
+    from prodcat.serving.predictor import Classifier
+
+    root, _ = trained_ensemble
+    members = [str(root / "model" / "members" / i) for i in ("0", "1")]
+    validation = write_titles(tmp_path / "validation.jsonl", rows_per_category=8, seed=5)
+    out_dir = tmp_path / "combined"
+    code, out, err = run_cli(
+        ["ensemble", *members, "--output", str(out_dir), "--validation", str(validation), "--json"]
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["validation"]["rows"] == 32
+    assert sum(summary["weights"]) == pytest.approx(1)
+    combined = Classifier.load(out_dir)
+    assert combined.spec.fitted_on == "validation.jsonl"
+    assert len(combined.predict(TITLES)) == len(TITLES)
+    # Without a validation file: equal weights, no temperature beyond the members'.
+    code, out, err = run_cli(["ensemble", *members, "--output", str(tmp_path / "eq"), "--json"])
+    assert code == 0, err
+    assert json.loads(out)["weights"] == pytest.approx([0.5, 0.5])
+    assert Classifier.load(tmp_path / "eq").temperature == 1.0
+    # An output folder that holds something is left alone.
+    code, _, err = run_cli(["ensemble", *members, "--output", str(out_dir)])
+    assert code == 2 and "not empty" in err
+
+
+def test_prodcat_ensemble_refuses_other_label_sets(trained_ensemble, run_cli, tmp_path):
+    root, _ = trained_ensemble
+    three = tmp_path / "three.jsonl"
+    lines = write_titles(tmp_path / "all.jsonl", rows_per_category=20).read_text().splitlines()
+    three.write_text("\n".join(x for x in lines if "DIAPER_BAGS" not in x) + "\n")
+    cfg = build_config(overrides={**small_overrides(tmp_path), "training.epochs": 1})
+    cfg.data.train = three
+    run(cfg, tmp_path / "three")
+    code, _, err = run_cli(
+        [
+            "ensemble",
+            str(root / "model" / "members" / "0"),
+            str(tmp_path / "three"),
+            "--output",
+            str(tmp_path / "bad"),
+        ]
+    )
+    assert code == 2
+    assert "share one label set" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_ensemble_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be an ensemble"):
+        ensemble_config(tmp_path, members=[{"family": "ensemble", "members": MEMBERS}, MEMBERS[0]])
+    with pytest.raises(ConfigError, match="members"):
+        ensemble_config(tmp_path, members=[MEMBERS[0]])
+    with pytest.raises(ConfigError, match="learning_rate"):
+        ensemble_config(
+            tmp_path, members=[MEMBERS[0], {"model": {}, "training": {"learning_rate": 1}}]
+        )
+    # A member from a config file: its model and training sections.
+    member = tmp_path / "cnn.yaml"
+    member.write_text("model: {family: cnn, num_filters: 4}\ntraining: {lr: 0.005}\n")
+    cfg = ensemble_config(tmp_path, members=[MEMBERS[0], str(member)])
+    second = cfg.model.member_config(cfg, 1)
+    assert (second.model.family, second.model.num_filters, second.training.lr) == ("cnn", 4, 0.005)
+    assert second.training.batch_size == cfg.training.batch_size
