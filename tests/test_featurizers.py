@@ -106,7 +106,7 @@ def test_a_family_declares_its_featurizer():
     from prodcat.config import build_config
     from prodcat.registry import families, get_family
 
-    expected = {"encoder": "sentence", "transformer": "subword"}
+    expected = {"encoder": "sentence", "transformer": "subword", "linear": "ngrams"}
     for family in families():
         source = {"model.pretrained": "minilm"} if family == "transformer" else {}
         if source:

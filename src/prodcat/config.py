@@ -213,6 +213,27 @@ class MLPConfig(ModelConfig):
     )
 
 
+@model_config("linear")
+class LinearConfig(ModelConfig):
+    """The classical baseline as a prodcat model: a TF-IDF-like bag of the title's words,
+    their character n-grams and word bigrams, L2-normalised, into a linear layer.
+
+    Every feature weighs its inverse document frequency (from the training rows); the bag is
+    projected to `embedding_dim` dimensions (a low-rank linear model: a full one over ~0.5 M
+    features and 1,588 categories would not fit a model folder).
+    """
+
+    family: Literal["linear"] = "linear"
+    embedding_dim: int = Field(300, ge=1)
+    char_ngram_buckets: int = Field(
+        200_000, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
+    )
+    ngram_buckets: int = Field(
+        200_000, ge=0, description="hashed word-bigram features (0: none)"
+    )
+    idf: bool = Field(True, description="weigh each feature by its inverse document frequency")
+
+
 @model_config("cnn")
 class CNNConfig(ModelConfig):
     """Convolutions of several widths, max-pooled over time."""

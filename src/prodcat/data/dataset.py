@@ -365,6 +365,7 @@ def load_splits(
     present = np.unique(train_file.labels[train_rows])
     labels = LabelMap(sorted(label_names[i] for i in present))
     featurizer.fit(train_file.vocabulary, piece_counts(train_file, train_rows))
+    featurizer.fitted_rows = len(train_rows)
     train_remap = model_ids(train_file, featurizer)  # shared by the splits carved from it
     splits: dict[str, Split | None] = {
         "train": labelled_split(

@@ -63,6 +63,8 @@ class Featurizer:
     # Model ids per piece: `ids` gives (n, pieces_per_token) when above 1, a piece's ids side
     # by side in the model's input (a word and its character n-grams, `NgramFeaturizer`).
     pieces_per_token: int = 1
+    id_counts: np.ndarray | None = None  # training occurrences of each model id, after fit
+    fitted_rows: int | None = None  # the training titles it was fitted on
     show_progress: bool = False  # a bar for long encoding work (sentence encoders)
 
     @classmethod
@@ -186,6 +188,7 @@ class VocabularyFeaturizer(Featurizer):
                 names, counts, self.min_count, self.max_vocab
             )
         self.token_counts = np.bincount(remap, weights=counts, minlength=len(self.vocabulary))
+        self.id_counts = self.token_counts
 
     def pretrained_rows(self, path: str | Path) -> PretrainedRows:
         """The vectors of this vocabulary's tokens in a word-vectors file (normalised alike)."""
@@ -291,6 +294,16 @@ class NgramFeaturizer(VocabularyFeaturizer):
                 offset + zlib.crc32(g.encode("utf-8")) % self.buckets for g in grams
             ]
         return table
+
+    def fit(self, names: list[str], counts: np.ndarray) -> None:
+        super().fit(names, counts)
+        # Training occurrences of every model id, n-gram rows included (the linear family's
+        # inverse document frequencies are computed from them).
+        table = self.ids(names)
+        self.id_counts = np.bincount(
+            table.ravel(), weights=np.repeat(counts, table.shape[1]), minlength=self.vocab_size
+        )
+        self.id_counts[self.pad_id] = 0
 
     @property
     def vocab_size(self) -> int:
