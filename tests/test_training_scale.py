@@ -154,22 +154,40 @@ def test_the_average_is_what_is_validated_and_saved(titles, tmp_path):
         assert not torch.equal(average, checkpoint["model"][name])
 
 
-def test_weight_average_follows_the_decay_and_gives_the_weights_back():
-    model = torch.nn.Linear(3, 2)
-    average = WeightAverage(model, decay=0.5)
-    start = [p.detach().clone() for p in model.parameters()]
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    average.update()  # decay min(0.5, 2/11)
-    for a, s in zip(average.average, start):
-        torch.testing.assert_close(a, s + 9 / 11)
+class Bag(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.EmbeddingBag(50, 4, sparse=True)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, ids):
+        return self.head(self.table(ids))
+
+
+def test_weight_average_of_sparse_rows_is_the_average_of_every_row_every_step():
+    from prodcat.training.optim import make_optimizer
+
+    torch.manual_seed(0)
+    model = Bag()
+    optimizer = make_optimizer(model, name="adam", lr=0.1, weight_decay=0.0)
+    average = WeightAverage(model, decay=0.9)
+    reference = [p.detach().clone() for p in model.parameters()]  # every row, every step
+    for step in range(1, 31):
+        ids = torch.randint(0, 10 if step < 20 else 50, (8, 3))  # most rows idle for long
+        torch.nn.functional.cross_entropy(model(ids), torch.randint(0, 3, (8,))).backward()
+        average.before_step()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        average.update()
+        decay = min(0.9, (1 + step) / (10 + step))
+        for r, p in zip(reference, model.parameters()):
+            r.lerp_(p.detach(), 1 - decay)
     live = [p.detach().clone() for p in model.parameters()]
     with average.applied():
-        for p, a in zip(model.parameters(), average.average):
-            assert torch.equal(p, a)
+        for p, r in zip(model.parameters(), reference):
+            torch.testing.assert_close(p.detach(), r, rtol=1e-5, atol=1e-6)
     for p, own in zip(model.parameters(), live):
-        assert torch.equal(p, own)
+        assert torch.equal(p, own)  # the model's own weights are back
 
 
 def test_epochs_score_a_fixed_sample_and_the_end_scores_all_validation_rows(

@@ -486,6 +486,8 @@ def _train_epoch(
                     reduce_sparse_gradients(parts.sparse, world)
                 if t.grad_clip:
                     clip_gradients(model.parameters(), t.grad_clip)
+                if parts.ema:
+                    parts.ema.before_step()
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
