@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
 from prodcat.training import loop
-from prodcat.training.batch_size import auto_batch_size
+from prodcat.training.batch_size import auto_batch_size, largest_fitting
 from prodcat.training.callbacks import Callback
 from prodcat.training.checkpoint import load_checkpoint
 from prodcat.training.ema import WeightAverage
@@ -232,6 +232,21 @@ def test_batch_size_auto_on_cpu_keeps_the_family_batch_and_records_it(titles, tm
     assert build_config(tmp_path / "run" / "config.yaml").training.batch_size == "auto"
 
 
+def test_the_search_takes_the_largest_power_of_two_within_the_budget():
+    tried = []
+
+    def peak(size):  # 1 MB a title; out of memory from 1024 titles on
+        tried.append(size)
+        return None if size >= 1024 else size * 2**20
+
+    assert largest_fitting(peak, budget=300 * 2**20, most=16384) == (256, 256 * 2**20)
+    assert tried == [32, 64, 128, 256, 512]  # nothing larger after the first failure
+    assert largest_fitting(peak, budget=2**40, most=16384) == (512, 512 * 2**20)  # OOM
+    assert largest_fitting(peak, budget=2**40, most=20) == (20, 20 * 2**20)  # few rows
+    assert largest_fitting(peak, budget=2**40, most=100)[0] == 64  # the cap
+    assert largest_fitting(peak, budget=2**20, most=16384) == (0, 0)  # not even 32
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_batch_size_auto_on_cuda_finds_a_power_of_two_that_fits(titles, monkeypatch):
     from prodcat.models.folder import build_model
@@ -244,7 +259,10 @@ def test_batch_size_auto_on_cuda_finds_a_power_of_two_that_fits(titles, monkeypa
     found = auto_batch_size(model, "mlp", splits.train, cuda, True, Rank())
     assert found == 128  # the tiny model fits whatever the GPU: the training rows cap it
     # With memory for 32 titles and no more, the search stops there.
-    peak = auto._peak_memory(model, auto._longest_rows(splits.train, 32), 32, cuda, True)
+    lengths = np.asarray(splits.train.file.lengths)[splits.train.rows]
+    longest = auto._rows(splits.train, np.argsort(-lengths, kind="stable")[:32])
+    auto._peak_memory(model, longest, cuda, True)  # once first: CUDA's own workspaces
+    peak = auto._peak_memory(model, longest, cuda, True)
     free = (peak + 1) / auto.MEMORY_SHARE - torch.cuda.memory_allocated(cuda)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free) + 1, 0))
     assert auto_batch_size(model, "mlp", splits.train, cuda, True, Rank(), copies=0) == 32

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -67,16 +68,14 @@ def auto_batch_size(
     budget = MEMORY_SHARE * (free + torch.cuda.memory_allocated(device))
     weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     kept = copies * weights
-    longest = _longest_rows(train, cap // world)
-    per_rank, size, peak = 0, MIN_BATCH, 0
-    while size * world <= cap:
+    longest = np.argsort(-np.asarray(train.file.lengths)[train.rows], kind="stable")
+
+    def peak_memory(size: int) -> int | None:
         # Dropout draws random numbers: the run's own draws stay as if no batch had been tried.
         with torch.random.fork_rng(devices=[device]):
-            used = _peak_memory(model, longest, size, device, autocast)
-        if used is None or used + kept > budget:
-            break
-        per_rank, peak = size, used
-        size *= 2
+            return _peak_memory(model, _rows(train, longest[:size]), device, autocast)
+
+    per_rank, peak = largest_fitting(peak_memory, budget - kept, cap // world)
     chosen = torch.tensor([max(per_rank, 1)], device=device)
     if world > 1:
         import torch.distributed as dist
@@ -85,6 +84,7 @@ def auto_batch_size(
     batch = int(chosen) * world
     if per_rank == 0:
         log.warning("batch size auto: even %d titles per process do not fit; trying 1", MIN_BATCH)
+        peak = 0
     log.info(
         "batch size auto on %s: %d (peak %.0f MiB of a %.0f MiB budget; cap %d)",
         torch.cuda.get_device_name(device),
@@ -96,14 +96,31 @@ def auto_batch_size(
     return batch
 
 
+def largest_fitting(
+    peak_memory: Callable[[int], int | None], budget: float, most: int
+) -> tuple[int, int]:
+    """The largest of MIN_BATCH, twice that, ... up to `most` (or `most` itself when smaller)
+    whose `peak_memory(size)` (None: out of memory) stays within `budget`, and that peak;
+    (0, 0) when none does. Sizes are tried from the smallest, and no larger one after a
+    failure: memory grows with the batch."""
+    best, best_peak = 0, 0
+    size = min(MIN_BATCH, most)
+    while 0 < size <= most:
+        peak = peak_memory(size)
+        if peak is None or peak > budget:
+            break
+        best, best_peak = size, peak
+        size *= 2
+    return best, best_peak
+
+
 def _power_of_two_at_most(n: int) -> int:
     return 1 << (max(n, 1).bit_length() - 1)
 
 
-def _longest_rows(train: Split, n: int) -> Split:
-    """The `n` rows of `train` with the longest titles: the widest batch training can meet."""
-    lengths = np.asarray(train.file.lengths)[train.rows]
-    pick = np.sort(np.argsort(-lengths, kind="stable")[:n])
+def _rows(train: Split, positions: np.ndarray) -> Split:
+    """The rows of `train` at `positions` (the batch of the longest titles, for one)."""
+    pick = np.sort(positions)
     return dataclasses.replace(
         train,
         rows=train.rows[pick],
@@ -113,10 +130,10 @@ def _longest_rows(train: Split, n: int) -> Split:
 
 
 def _peak_memory(
-    model: torch.nn.Module, rows: Split, size: int, device: torch.device, autocast: bool
+    model: torch.nn.Module, rows: Split, device: torch.device, autocast: bool
 ) -> int | None:
-    """Peak CUDA memory of one forward and backward pass on `size` rows; None if out of memory."""
-    batch = next(iter(rows.batches(size)))
+    """Peak CUDA memory of one forward and backward pass on `rows`; None if out of memory."""
+    batch = next(iter(rows.batches(len(rows))))
     peak: int | None = None
     model.train()
     torch.cuda.synchronize(device)
@@ -129,8 +146,10 @@ def _peak_memory(
         F.cross_entropy(logits.float(), batch.labels).backward()
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
-    except torch.OutOfMemoryError:
-        pass  # the traceback holds the batch's tensors: they go below
+    except RuntimeError as e:  # torch.OutOfMemoryError, or cuDNN's own failure to allocate
+        if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e).lower():
+            raise
+        # The traceback held the batch's tensors: they go below.
     finally:
         model.zero_grad(set_to_none=True)
         batch = logits = None
