@@ -32,6 +32,12 @@ SETTINGS = {
     "training.schedule": "constant",  # so that a run of 2 epochs resumed to 3 is a 3-epoch run
     "training.monitor": "loss",  # BAC ties at 1.0 on these titles; the loss picks an epoch
     "training.progress": False,
+    # The options of long runs, which must shard and resume alike: epochs of 5 batches of
+    # passes of 8 (epochs 2 and 3 straddle passes), 12 of the 16 validation rows scored per
+    # epoch, and a moving average of the weights (of the sparse tables too).
+    "training.epoch_rows": 80,
+    "training.validation_rows_during": 12,
+    "training.ema_decay": 0.5,
 }
 
 
