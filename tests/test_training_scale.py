@@ -319,3 +319,29 @@ def test_a_failing_rank_ends_the_torchrun_run_instead_of_hanging_it(tmp_path):
     # Rank 0 did not wait out the process group's timeout (60 s) on rank 1's collectives.
     assert seconds < 45, seconds
     assert not (tmp_path / "model" / "metrics.json").exists()
+
+
+def test_cli_batch_size_auto(titles, tmp_path, monkeypatch):
+    from prodcat.cli.course import is_course_command, translate
+    from prodcat.cli.main import main
+    from prodcat.training.result import RunResult
+
+    folder, data, _ = titles
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--train", str(data), "--output", "run", "--batch-size", "auto", "-q"]
+    settings = [
+        "--no-track",
+        "--set",
+        f"data.cache_dir={folder / 'c'}",
+        "--set",
+        "training.epochs=1",
+    ]
+    with pytest.raises(SystemExit) as done:
+        main([*args, *settings, "--set", "model.embedding_dim=16"])
+    assert done.value.code in (0, None)
+    assert RunResult.load(tmp_path / "run").batch_size == 128
+    # --batch-size is prodcat's option too, so it alone does not make a course command line;
+    # in one, it takes auto as well.
+    assert not is_course_command(args[1:])
+    course = translate(["--train-data", str(data), "--batch-size", "auto"])
+    assert "training.batch_size=auto" in course["overrides"]
