@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prodcat.fault_points import pause_point
+
 
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename inside `folder` durable (a no-op where directories cannot be opened)."""
@@ -41,8 +43,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno and not e.filename:  # a full disk: say where
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     fsync_dir(path.parent)
 
@@ -77,6 +81,7 @@ def publish_folder(staging: str | Path, folder: str | Path, last: tuple[str, ...
             (folder / name).unlink(missing_ok=True)
     for name in sorted(set(entries) - set(last)):
         _move(entries[name], folder / name)
+        pause_point("model_folder")  # a test kills the process with the folder half moved
     fsync_dir(folder)  # everything else is in place before the last names appear
     for name in last:
         if name in entries:

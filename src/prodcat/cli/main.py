@@ -602,7 +602,8 @@ def main(argv: list[str] | None = None) -> None:
 def _stopped(error: BaseException, args: list[str]) -> None:
     """Exit as shells report a process a signal stopped: 128 + the signal's number."""
     terminated = _caused_by_terminate(error)
-    console.print(("terminated" if terminated else "interrupted") + _resume_hint(args))
+    message = ("terminated" if terminated else "interrupted") + _resume_hint(args)
+    console.print(message, soft_wrap=True)  # one line, even in a pipe (80 columns)
     sys.exit(143 if terminated else 130)
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from prodcat.fault_points import pause_point
+
 if TYPE_CHECKING:
     import torch
 
@@ -109,6 +111,7 @@ def iterate_batches(
 
     order = np.arange(len(rows)) if order is None else order
     for begin in range(start * batch_size, len(order), batch_size):
+        pause_point("batch")  # training and evaluation batches alike
         # Sorted positions read the memory map in file order; the batch's order is irrelevant.
         pick = np.sort(order[begin : begin + batch_size])
         where = rows[pick]

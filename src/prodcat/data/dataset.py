@@ -14,6 +14,7 @@ from prodcat.data.cache import EncodedFile, encode_file, token_blocks
 from prodcat.data.featurizer import Featurizer, make_featurizer
 from prodcat.data.vocab import LabelMap, Vocabulary
 from prodcat.errors import DataError
+from prodcat.fault_points import pause_point
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Split:
         together holds the rows of batch k of one process with `batch_size * world`.
         `bucket` makes batches of titles of similar length (`bucket_by_length`).
         """
+        if not shuffle:
+            pause_point("evaluate")  # a test stops the run as it scores a split
         order = batch_order(len(self), shuffle=shuffle, seed=seed, epoch=epoch, buffer=buffer)
         rank, world = shard
         if bucket:

@@ -75,7 +75,10 @@ def write_model_files(
     featurizer.save(folder)
     labels.save(folder / "labels.txt")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS))
+    try:
+        save_file(state, str(folder / WEIGHTS))
+    except SafetensorError as e:  # how safetensors reports a full disk
+        raise OSError(f"cannot write {folder / WEIGHTS}: {e}") from None
     if calibration is not None:
         calibration.save(folder)
     write_manifest(folder)
@@ -93,8 +96,10 @@ def staging_folder(folder: str | Path, last: tuple[str, ...] = ()) -> Iterator[P
     staging.mkdir()
     try:
         yield staging
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno and not e.filename:  # a full disk: say where
+            raise OSError(e.errno, e.strerror, str(folder)) from None
         raise
     publish_folder(staging, folder, last=last)
 

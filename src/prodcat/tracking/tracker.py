@@ -10,10 +10,13 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prodcat.config import TrackingConfig
+from prodcat.fault_points import pause_point
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.device import device_name
@@ -67,14 +70,15 @@ class MlflowTracker(Callback):
         """Start a run, or reopen `run_id` when a run is resumed."""
         mlflow = self.mlflow
         mlflow.set_tracking_uri(self.uri)
-        if run_id is None:
-            mlflow.set_experiment(self.experiment)
-            tags = dict(self.tags)
-            if self.parent_run_id:
-                tags["mlflow.parentRunId"] = self.parent_run_id
-            run = mlflow.start_run(run_name=self.run_name, tags=tags or None)
-        else:
-            run = mlflow.start_run(run_id=run_id)
+        with sqlite_store_lock(self.uri):
+            if run_id is None:
+                mlflow.set_experiment(self.experiment)
+                tags = dict(self.tags)
+                if self.parent_run_id:
+                    tags["mlflow.parentRunId"] = self.parent_run_id
+                run = mlflow.start_run(run_name=self.run_name, tags=tags or None)
+            else:
+                run = mlflow.start_run(run_id=run_id)
         self.run_id = run.info.run_id
         return self.run_id
 
@@ -128,6 +132,7 @@ class MlflowTracker(Callback):
         self._flush_lr()
         if result is not None:
             step = self.log_final_metrics(result)
+            pause_point("mlflow")  # a test kills the process while it logs the run's end
             for path in sorted(Path(result.output_dir).iterdir()):
                 if path.is_file() and path.name != CHECKPOINT:
                     self.mlflow.log_artifact(str(path), artifact_path="model")
@@ -257,6 +262,29 @@ class MlflowTracker(Callback):
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+@contextmanager
+def sqlite_store_lock(uri: str) -> Iterator[None]:
+    """Hold a lock on the folder of a SQLite store while a run opens it: two runs starting at
+    once would both create a new store's tables (MLflow's migrations do not expect company)
+    or its experiment, and one would fail. Other stores need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # no such folder: MLflow says so in its own words
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def tracking_uri(uri: str | None = None) -> str:

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from prodcat.atomic import atomic_path
 from prodcat.errors import ConfigError
+from prodcat.fault_points import pause_point
 
 CHECKPOINT = "checkpoint.safetensors"
 LEGACY_CHECKPOINT = "checkpoint.pt"  # older prodcat wrote pickles: read with weights_only
@@ -37,8 +38,14 @@ def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> Path:
     tree = json.dumps(_encode(state, tensors, "", set()), allow_nan=True)
     metadata = {"format": FORMAT, "state": tree, "sha256": _digest(tree, tensors)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # how safetensors reports a full disk
+            raise OSError(f"cannot write {path}: {e}") from None
+        pause_point("checkpoint")
     (Path(folder) / LEGACY_CHECKPOINT).unlink(missing_ok=True)
+    for stale in path.parent.glob(f".{CHECKPOINT}.*.tmp"):  # left by a killed process
+        stale.unlink(missing_ok=True)
     return path
 
 

@@ -237,6 +237,11 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
             if rank.main:
                 _log_epoch(record, plan.epochs, state.improved)
             save()
+        # The end (the test rows scored, the folder written, the tracker's last logs) is part
+        # of the run: a signal there marks the run KILLED too, never leaves it RUNNING.
+        model.load_state_dict(best_weights)
+        result = _finish(cfg, model, splits, state, output, device, autocast, rank, during)
+        events.on_run_end(run, result, "FINISHED")
     except KeyboardInterrupt:
         events.on_run_end(run, None, "KILLED")
         log.warning("interrupted: resume with --resume (checkpoint of epoch %d kept)", state.epoch)
@@ -244,10 +249,6 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
     except BaseException:
         events.on_run_end(run, None, "FAILED")
         raise
-
-    model.load_state_dict(best_weights)
-    result = _finish(cfg, model, splits, state, output, device, autocast, rank, during)
-    events.on_run_end(run, result, "FINISHED")
     return result
 
 
