@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
+from prodcat.errors import ConfigError
 from prodcat.training import loop
 from prodcat.training.batch_size import auto_batch_size, largest_fitting
 from prodcat.training.callbacks import Callback
@@ -97,8 +98,11 @@ class InterruptAt(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.parametrize(
+    "average", [{"training.ema_decay": 0.8}, {"training.swa_epochs": 3}], ids=["ema", "swa"]
+)
 def test_epochs_of_rows_with_an_average_resume_inside_an_epoch_to_the_same_weights(
-    titles, tmp_path
+    titles, tmp_path, average
 ):
     folder, _, splits = titles
     # 5 epochs of 3 batches over passes of 8: epochs 3 and 5 straddle two passes.
@@ -107,7 +111,7 @@ def test_epochs_of_rows_with_an_average_resume_inside_an_epoch_to_the_same_weigh
         **{
             "training.epoch_rows": 48,
             "training.epochs": 5,
-            "training.ema_decay": 0.8,
+            **average,
             "training.patience": None,
             "training.checkpoint_minutes": 1e-9,  # a checkpoint after every batch
         },
@@ -152,6 +156,42 @@ def test_the_average_is_what_is_validated_and_saved(titles, tmp_path):
         torch.testing.assert_close(saved[key], average)
         # ... and not the last step's weights, which the checkpoint also holds.
         assert not torch.equal(average, checkpoint["model"][name])
+
+
+class KeepWeights(Callback):
+    """The weights at the end of each epoch, by parameter."""
+
+    def __init__(self):
+        self.epochs: list[dict[int, torch.Tensor]] = []
+
+    def on_epoch_end(self, run, record):
+        params = [p for group in run.optimizer.param_groups for p in group["params"]]
+        self.epochs.append({id(p): p.detach().clone() for p in params})
+
+
+def test_swa_saves_the_mean_of_the_last_epochs_when_it_validates_best(titles, tmp_path):
+    folder, _, splits = titles
+    cfg = small_config(
+        folder,
+        **{
+            "training.epochs": 4,
+            "training.swa_epochs": 2,
+            "training.monitor": "loss",
+            "training.lr": 0.005,
+            "training.schedule": "constant",
+        },
+    )
+    kept = KeepWeights()
+    result = train(cfg, splits, tmp_path / "run", callbacks=[kept])
+    assert result.best_epoch == 4  # the mean of epochs 3 and 4
+    saved = load_file(tmp_path / "run" / "model.safetensors")
+    for name, p in result.model.named_parameters():
+        mean = (kept.epochs[2][id(p)] + kept.epochs[3][id(p)]) / 2
+        key = next(k for k in saved if k.endswith(name))
+        torch.testing.assert_close(saved[key], mean)
+        assert not torch.equal(saved[key], kept.epochs[3][id(p)])
+    with pytest.raises(ConfigError, match="ema_decay or swa_epochs"):
+        build_config(overrides={"training.ema_decay": 0.9, "training.swa_epochs": 2})
 
 
 class Bag(torch.nn.Module):

@@ -420,6 +420,12 @@ class TrainingConfig(StrictModel):
         description="validate and save an exponential moving average of the weights, updated "
         "after every step with this decay (0: off; 0.999 is usual)",
     )
+    swa_epochs: int = Field(
+        0,
+        ge=0,
+        description="validate (and save, if best) the mean of the weights at the end of each "
+        "of the last this many epochs: stochastic weight averaging (0: off)",
+    )
     monitor: Literal["bac", "loss"] = Field(
         "bac", description="what picks the best epoch and stops early: validation BAC or loss"
     )
@@ -450,6 +456,12 @@ class TrainingConfig(StrictModel):
         10.0, gt=0, description="under torchrun, how long a rank waits for the others at most"
     )
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _one_average(self) -> TrainingConfig:
+        if self.ema_decay and self.swa_epochs:
+            raise ValueError("choose one average of the weights: ema_decay or swa_epochs")
+        return self
 
 
 class TrackingConfig(StrictModel):

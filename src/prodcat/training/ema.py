@@ -111,12 +111,8 @@ class WeightAverage:
         """The model holds the averaged weights inside the block, its own again after it."""
         for i in self.row_log_kept:
             self._catch_up_all(i)
-        own = [p.detach().clone() for p in self.params]
-        torch._foreach_copy_([p.data for p in self.params], self.average)
-        try:
+        with holding(self.params, self.average):
             yield
-        finally:
-            torch._foreach_copy_([p.data for p in self.params], own)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -146,3 +142,15 @@ class WeightAverage:
         for i, row_log in zip(sorted(self.row_log_kept), row_logs):
             self.row_log_kept[i].copy_(row_log)
         self.updates, self.log_kept = int(state["updates"]), float(state["log_kept"])
+
+
+@contextmanager
+@torch.no_grad()
+def holding(params: list[torch.nn.Parameter], values: list[torch.Tensor]) -> Iterator[None]:
+    """`params` hold `values` inside the block, their own values again after it."""
+    own = [p.detach().clone() for p in params]
+    torch._foreach_copy_([p.data for p in params], values)
+    try:
+        yield
+    finally:
+        torch._foreach_copy_([p.data for p in params], own)

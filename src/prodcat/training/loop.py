@@ -11,7 +11,8 @@ passes (pass p shuffled by (seed, p)), so that a run over 20 M rows validates, c
 and may stop early more often than once a pass; `training.max_steps` sets the run's length
 in optimizer steps instead of epochs. Each epoch scores the validation rows, or a fixed
 sample of them (`training.validation_rows_during`), with the moving average of the weights
-when `training.ema_decay` is set; the end scores them all with the best epoch's weights.
+when `training.ema_decay` is set (or the mean over the last `training.swa_epochs` epochs,
+in those epochs); the end scores them all with the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from prodcat.training.prefetch import Prefetcher
 from prodcat.training.progress import progress_bar
 from prodcat.training.ranks import Rank
 from prodcat.training.result import METRICS_FILE, RunResult, Scores
+from prodcat.training.swa import EpochAverage
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
     )
     schedule = make_schedule(cfg, optimizer, plan.total_steps)
     ema = WeightAverage(model, t.ema_decay) if t.ema_decay else None
+    swa = EpochAverage(model) if t.swa_epochs else None
     during = validation_sample(splits.validation, t.validation_rows_during, t.seed)
     class_weights = (
         torch.from_numpy(splits.class_weights()).to(device) if cfg.data.class_weights else None
@@ -158,7 +161,7 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
     if resume and checkpoint is None:
         log.warning("no %s in %s: starting a new run", CHECKPOINT, output)
     if checkpoint is not None:
-        state, best_weights = _restore(checkpoint, model, optimizer, schedule, ema, output)
+        state, best_weights = _restore(checkpoint, model, optimizer, schedule, ema, swa, output)
     elif rank.main:
         # A new run in an old folder starts clean; the tracker closes the run it replaces if
         # that one was killed without a chance to end itself.
@@ -206,7 +209,7 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
         state.partial = partial
         if rank.main:
             path = save_checkpoint(
-                output, _checkpoint(state, best_weights, model, optimizer, schedule, ema)
+                output, _checkpoint(state, best_weights, model, optimizer, schedule, ema, swa)
             )
             events.on_checkpoint(run, path)
 
@@ -220,8 +223,13 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
                 break
             record = _train_epoch(parts, run, events, epoch, state.partial, save)
             state.partial = None
+            if swa is not None and epoch > plan.epochs - t.swa_epochs:
+                swa.add()
+                average = swa
+            else:
+                average = ema
             # The weights that are validated are the ones kept: the average, when there is one.
-            with ema.applied() if ema else contextlib.nullcontext():
+            with average.applied() if average else contextlib.nullcontext():
                 val, _ = evaluate_split(model, during, t.eval_batch_size, device, autocast)
                 record.update({f"validation_{k}": v for k, v in val.items() if k != "rows"})
                 state.history.append(record)
@@ -257,7 +265,13 @@ def _copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _checkpoint(
-    state: RunState, best_weights, model, optimizer, schedule, ema: WeightAverage | None
+    state: RunState,
+    best_weights,
+    model,
+    optimizer,
+    schedule,
+    ema: WeightAverage | None,
+    swa: EpochAverage | None,
 ) -> dict[str, Any]:
     return {
         "state": state.to_dict(),
@@ -266,18 +280,21 @@ def _checkpoint(
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "ema": ema.state_dict() if ema else None,
+        "swa": swa.state_dict() if swa else None,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
-def _restore(checkpoint, model, optimizer, schedule, ema, output) -> tuple[RunState, dict]:
+def _restore(checkpoint, model, optimizer, schedule, ema, swa, output) -> tuple[RunState, dict]:
     try:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if ema is not None:
             # A run that had no average starts one from the weights it resumes with.
             ema.load_state_dict(checkpoint.get("ema"))
+        if swa is not None:
+            swa.load_state_dict(checkpoint.get("swa"))
     except (RuntimeError, ValueError, KeyError) as e:
         raise ConfigError(
             f"{output / CHECKPOINT}: does not match this model and data "
