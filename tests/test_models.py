@@ -108,6 +108,33 @@ def test_word_families_forward_words_with_their_character_ngrams(family, tmp_pat
     assert model.embedder(featurizer(["bolsos"]).input_ids).abs().sum() > 0
 
 
+def test_the_linear_family_is_an_idf_weighted_normalised_bag(tmp_path):
+    from prodcat.data.featurizer import NgramFeaturizer
+
+    cfg = tiny_config(
+        "linear", tmp_path, **{"model.char_ngram_buckets": 64, "model.ngram_buckets": 0}
+    )
+    featurizer = NgramFeaturizer.from_config(cfg.data, cfg.model)
+    featurizer.fit(["[PAD]", "[UNK]", "cuero", "bolso"], np.array([0, 0, 50, 2]))
+    featurizer.fitted_rows = 60
+    model = get_family("linear")(cfg.model, n_classes=3, featurizer=featurizer).eval()
+    model.initialise(featurizer)
+    common, rare = (int(i) for i in featurizer.ids(["cuero", "bolso"])[:, 0])
+    idf = model.embedder.idf
+    # scikit-learn's smoothed idf: ln((1 + titles) / (1 + occurrences)) + 1
+    assert idf[common].item() == pytest.approx(np.log(61 / 51) + 1, rel=1e-5)
+    assert idf[rare].item() == pytest.approx(np.log(61 / 3) + 1, rel=1e-5)
+    # The bag is L2-normalised over distinct features: a title said twice is the same bag
+    # (tf doubles, the direction stays), and its projection has the table's scale.
+    once, twice = model.embedder(featurizer(["bolso cuero", "bolso cuero bolso cuero"]).input_ids)
+    torch.testing.assert_close(once, twice)
+    ids = featurizer(["bolso cuero"]).input_ids[0]
+    ids = ids[ids != featurizer.pad_id]
+    bag = torch.zeros(featurizer.vocab_size).index_add_(0, ids, idf[ids])
+    expected = (bag / bag.norm()) @ model.embedder.table.weight
+    torch.testing.assert_close(once, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_the_encoder_family_builds_and_forwards_title_vectors(tmp_path):
     cfg = tiny_config("encoder", tmp_path)
     featurizer = make_featurizer(cfg)

@@ -74,8 +74,15 @@ class BagEmbedder(nn.Module):
         counts = used.sum(1)
         flat = ids[used]
         weights = self.idf[flat]
+        # The bag's Euclidean norm over distinct features (a feature twice in a title weighs
+        # 2 idf), as TfidfVectorizer's: sum the weights of each (title, feature) first.
         owner = torch.repeat_interleave(torch.arange(n, device=ids.device), counts)
-        norm = torch.zeros(n, device=ids.device).index_add_(0, owner, weights * weights).sqrt()
+        pairs, where = torch.unique(owner * len(self.idf) + flat, return_inverse=True)
+        per_pair = torch.zeros(len(pairs), device=ids.device).index_add_(0, where, weights)
+        norm = torch.zeros(n, device=ids.device).index_add_(
+            0, pairs // len(self.idf), per_pair * per_pair
+        )
+        norm = norm.sqrt()
         bag = nn.functional.embedding_bag(
             flat,
             self.table.weight,
