@@ -252,6 +252,14 @@ def test_epochs_score_a_fixed_sample_and_the_end_scores_all_validation_rows(
     scores, _ = evaluate(result.model, splits.validation, 64, torch.device("cpu"))
     assert result.validation.balanced_accuracy == pytest.approx(scores["balanced_accuracy"])
     assert result.validation.accuracy == pytest.approx(scores["accuracy"])
+    # The tracker's final validation figures are those of all rows, not the last sample's.
+    from prodcat.tracking.tracker import MlflowTracker
+
+    tracker = MlflowTracker.__new__(MlflowTracker)  # no MLflow: only what it would log
+    tracker._sampled, logged = True, {}
+    tracker.log_metrics = lambda metrics, step=None: logged.update(metrics)
+    tracker.log_final_metrics(result)
+    assert logged["validation_balanced_accuracy"] == result.validation.balanced_accuracy
     # The sample is fixed by the seed, and rows of the validation split.
     a, b = (validation_sample(splits.validation, 6, seed=0) for _ in range(2))
     assert np.array_equal(a.rows, b.rows) and set(a.rows) <= set(splits.validation.rows)

@@ -64,6 +64,7 @@ class MlflowTracker(Callback):
         self._stamp = 0  # the last metric timestamp (ms)
         self._lr: float | None = None  # the rate the next batch uses
         self._batches = 0  # batches per epoch
+        self._sampled = False  # epochs scored a sample of the validation rows
         self._lr_points: list[tuple[int, float]] = []  # (batch, rate), logged each epoch
 
     def start(self, run_id: str | None = None) -> str:
@@ -112,6 +113,8 @@ class MlflowTracker(Callback):
             self.log_metrics(run.init_report)
         self._lr = _learning_rate(run)
         self._batches = run.batches_per_epoch
+        sample = run.cfg.training.validation_rows_during
+        self._sampled = sample is not None and sample < len(run.splits.validation)
 
     def on_batch_end(self, run: RunInfo, step: int, rows: int) -> None:
         # The optimizer has already moved to the next step's rate: this batch used the last one.
@@ -192,6 +195,13 @@ class MlflowTracker(Callback):
                     k: v
                     for k, v in best.items()
                     if k in BEST_EPOCH_METRICS or k.startswith("validation_")
+                }
+            )
+        if self._sampled:  # the epochs scored a sample; the saved model was scored on all rows
+            final.update(
+                {
+                    f"validation_{k}": getattr(result.validation, k)
+                    for k in ("balanced_accuracy", "accuracy", "macro_f1")
                 }
             )
         if result.test is not None:
