@@ -121,7 +121,7 @@ def child_family(args) -> None:
                 "family": family,
                 "device": result.device,
                 "rows": result.train_rows,
-                "batch_size": cfg.training.batch_size,
+                "batch_size": result.batch_size,  # what `auto` found, if asked
                 "titles_per_second": epoch["train_titles_per_second"],
                 "data_wait_share": epoch["data_wait_share"],
                 "gpu_peak_mb": (
@@ -191,7 +191,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic file")
     parser.add_argument("--sample", type=int, default=None, help="rows trained (0: all)")
     parser.add_argument("--families", default=",".join(FAMILIES))
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--batch-size",
+        type=lambda v: v if v == "auto" else int(v),
+        default=None,
+        help="rows per step for every family (default: per family and device); auto: the "
+        "largest that fits on the GPU",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--epoch-rows", type=int, default=16_000_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/prodcat-train-scale"))
