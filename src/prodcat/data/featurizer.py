@@ -98,7 +98,8 @@ class Featurizer:
         longest = int(chunk.lengths().max(initial=0))
         width = max(min(longest, self.max_tokens), 1)
         matrix, lengths = padded_ids(ids, chunk.row, chunk.n_rows, width, np.int64, self.pad_id)
-        matrix = matrix.reshape(chunk.n_rows, -1)
+        # (N, T, pieces) -> (N, T * pieces); spelled out, as -1 is ambiguous for no titles.
+        matrix = matrix.reshape(chunk.n_rows, int(np.prod(matrix.shape[1:])))
         return matrix, np.minimum(lengths, self.max_tokens).astype(np.int64)
 
     def __call__(self, titles: list[str]) -> Batch:
