@@ -228,9 +228,7 @@ class LinearConfig(ModelConfig):
     char_ngram_buckets: int = Field(
         200_000, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
     )
-    ngram_buckets: int = Field(
-        200_000, ge=0, description="hashed word-bigram features (0: none)"
-    )
+    ngram_buckets: int = Field(200_000, ge=0, description="hashed word-bigram features (0: none)")
     idf: bool = Field(True, description="weigh each feature by its inverse document frequency")
 
 

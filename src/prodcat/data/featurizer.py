@@ -155,13 +155,16 @@ class VocabularyFeaturizer(Featurizer):
     def from_config(
         cls, data: DataConfig, model: ModelConfig | None = None
     ) -> VocabularyFeaturizer:
-        return cls(
-            data.tokenizer,
-            data.max_tokens,
-            min_count=data.min_count,
-            max_vocab=data.max_vocab,
-            token_to_index=data.token_to_index,
-        )
+        return cls(data.tokenizer, data.max_tokens, **cls.vocabulary_settings(data))
+
+    @staticmethod
+    def vocabulary_settings(data: DataConfig) -> dict[str, Any]:
+        """How the word vocabulary is built, from the data config."""
+        return {
+            "min_count": data.min_count,
+            "max_vocab": data.max_vocab,
+            "token_to_index": data.token_to_index,
+        }
 
     @classmethod
     def from_tokens(cls, tokens: list[str], **settings: Any) -> VocabularyFeaturizer:
@@ -260,9 +263,7 @@ class NgramFeaturizer(VocabularyFeaturizer):
             min_n=model.char_ngram_min,
             max_n=model.char_ngram_max,
             per_word=model.char_ngrams_per_word,
-            min_count=data.min_count,
-            max_vocab=data.max_vocab,
-            token_to_index=data.token_to_index,
+            **cls.vocabulary_settings(data),
         )
 
     def cache_spec(self) -> dict[str, Any]:
