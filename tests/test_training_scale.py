@@ -4,6 +4,7 @@ that ends a torchrun run instead of hanging it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -271,7 +272,7 @@ def test_batch_size_auto_on_cpu_keeps_the_family_batch_and_records_it(titles, tm
     model = torch.nn.Linear(1, 1)
     cpu = torch.device("cpu")
     assert auto_batch_size(model, "mlp", splits.train, cpu, False, Rank()) == 128  # the rows
-    big = loop.dataclasses.replace(splits.train, rows=np.repeat(splits.train.rows, 4))
+    big = dataclasses.replace(splits.train, rows=np.repeat(splits.train.rows, 4))
     assert auto_batch_size(model, "mlp", big, cpu, False, Rank()) == 256
     assert auto_batch_size(model, "transformer", big, cpu, False, Rank(0, 2)) == 32
     cfg = small_config(folder, **{"training.batch_size": "auto", "training.epochs": 1})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,20 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def sample(self, rows: int | None, seed: int) -> Split:
+        """A fixed sample of `rows` of this split's rows (the same for the same seed), in
+        file order, or the split itself when it has no more."""
+        if rows is None or rows >= len(self):
+            return self
+        pick = np.sort(np.random.default_rng([seed, 2]).choice(len(self), rows, replace=False))
+        # `rows`, `labels` and `weights` are per row of the split; the rest per row of the cache.
+        return replace(
+            self,
+            rows=self.rows[pick],
+            labels=None if self.labels is None else self.labels[pick],
+            weights=self.weights[pick],
+        )
 
     def num_batches(self, batch_size: int, world: int = 1) -> int:
         rows = len(self) // world if world > 1 else len(self)
