@@ -104,6 +104,14 @@ class EnsembleSplit:
     def __len__(self) -> int:
         return len(self.parts[0])
 
+    def sample(self, rows: int | None, seed: int) -> EnsembleSplit:
+        """The same fixed sample of every member's rows (`Split.sample`)."""
+        return (
+            self
+            if rows is None or rows >= len(self)
+            else EnsembleSplit([part.sample(rows, seed) for part in self.parts])
+        )
+
     def batches(self, batch_size: int, **options) -> Iterator[EnsembleBatch]:
         """The members' batches of the same rows, in step (no shuffling)."""
         for parts in zip(*(part.batches(batch_size) for part in self.parts)):
