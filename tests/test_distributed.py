@@ -53,17 +53,17 @@ def one_process(tmp_path_factory):
     return data, result.model_dump(mode="json")
 
 
+def torchrun_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """The command line that runs `args` in 2 local processes under torchrun, and an
+    environment without the variables of a torchrun this test may itself run under."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*command, "--nproc-per-node", "2", *args], env
+
+
 def torchrun(data, output, tmp_path, *extra: str) -> subprocess.CompletedProcess:
     """`prodcat train` in 2 processes under torchrun; fails the test if it fails."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
+    command, env = torchrun_command(
         "-m",
         "prodcat",
         "train",
@@ -77,7 +77,8 @@ def torchrun(data, output, tmp_path, *extra: str) -> subprocess.CompletedProcess
         f"data.cache_dir={tmp_path / 'cache'}",
         *(f"--set={key}={json.dumps(value)}" for key, value in SETTINGS.items()),
         *extra,
-    ]
+    )
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return done

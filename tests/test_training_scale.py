@@ -5,9 +5,7 @@ that ends a torchrun run instead of hanging it."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -25,6 +23,7 @@ from prodcat.training.checkpoint import load_checkpoint
 from prodcat.training.ema import WeightAverage
 from prodcat.training.loop import _Plan, epoch_batches, train, validation_sample
 from prodcat.training.ranks import Rank
+from tests.test_distributed import torchrun_command
 from tests.test_training import small_config, write_titles
 
 
@@ -349,17 +348,7 @@ def test_a_failing_rank_ends_the_torchrun_run_instead_of_hanging_it(tmp_path):
     }
     script = tmp_path / "fail.py"
     script.write_text(FAILING_RANK.format(overrides=overrides), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(script),
-        str(tmp_path / "model"),
-    ]
+    command, env = torchrun_command(str(script), str(tmp_path / "model"))
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     seconds = time.monotonic() - started
