@@ -29,13 +29,14 @@ Run (from the repository root)::
 `--full-epoch` instead measures one whole MLP epoch over every training row of the file
 (`--rows 20000000`: 16 M training rows, 10 % validation and 10 % test split off), with
 validation on a fixed 100 k-row sample (`training.validation_rows_during`; the end scores
-`--eval-rows` validation and test rows, as all 2 M ran out of memory) and in-epoch
+all validation and test rows, or `--eval-rows` of each) and in-epoch
 checkpoints every `--checkpoint-minutes`. `--kill-after` seconds after the first in-epoch
 checkpoint the run is killed with SIGKILL, then resumed with `resume=True` in a new process,
 which must go on from that checkpoint's step and finish the epoch (and the evaluation
 at the end). Reported: each part's wall time and peak RSS, the work lost to the kill, the
 time to resume (process start to first step), checkpoint sizes and write times, the epoch's
-titles/s and data wait; then fastText's titles/s on the file's first `--fasttext-rows` rows,
+titles/s and data wait, the steps/s of every 1,000 steps, and each step of the end (seconds,
+peak RSS so far); then fastText's titles/s on the file's first `--fasttext-rows` rows,
 extrapolated to the epoch (said so). Raw figures go to
 `benchmarks/out/train_scale_full_epoch.json`.
 
@@ -50,6 +51,7 @@ import importlib.util
 import json
 import os
 import queue
+import resource
 import shutil
 import signal
 import subprocess
@@ -67,6 +69,8 @@ BATCH = {
 }
 # Rows trained per family on CPU (a few minutes in all on 2 cores); on CUDA, all of them.
 SAMPLE = {"mlp": 300_000, "cnn": 40_000, "lstm": 20_000, "gru": 20_000}
+# --full-epoch: a progress event every so many steps (the rate through the epoch).
+PROGRESS_STEPS = 1000
 
 
 def load() -> float:
@@ -208,6 +212,7 @@ def child_full_epoch(args) -> None:
     import torch
 
     from prodcat.config import build_config
+    from prodcat.data.dataset import Split
     from prodcat.training import loop
     from prodcat.training.callbacks import Callback
     from prodcat.training.run import prepare_data, run
@@ -217,7 +222,8 @@ def child_full_epoch(args) -> None:
 
     emit("start")
     # Once the head fits, most softmax probabilities are subnormal floats; on x86 CPUs the
-    # backward pass through them ran 7.5x slower (395 vs 53 ms a step, 2026-11-29).
+    # backward pass through them ran 7.5x slower (395 vs 53 ms a step, 2026-11-29). The
+    # training loop now sets flushing on CPU itself, whatever this flag says.
     torch.set_flush_denormal(args.flush_denormal)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     overrides = {
@@ -225,8 +231,8 @@ def child_full_epoch(args) -> None:
         "data.max_rows": None,
         "data.validation_size": 0.1,
         "data.test_size": 0.1,
-        # The end's temperature scaling holds every validation row's logits (rows x 1,588
-        # float32) twice: all 2 M rows ran a 24 GB machine out of memory (2026-11-29).
+        # All rows by default: the end once ran a 24 GB machine out of memory at 2 M
+        # validation rows (fixed: sampled calibration, predictions filled in place).
         "data.validation_max_rows": args.eval_rows or None,
         "data.test_max_rows": args.eval_rows or None,
         "training.validation_rows_during": args.validation_rows,
@@ -249,6 +255,21 @@ def child_full_epoch(args) -> None:
 
     loop.save_checkpoint = timed_save
 
+    def timed(name, function):  # the end's steps: seconds, rows and peak RSS so far
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            out = function(*args, **kwargs)
+            split = next((a for a in args if isinstance(a, Split)), None)
+            emit("call", name=name, seconds=time.perf_counter() - started,
+                 rows=len(split) if split is not None else None,
+                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+            return out
+
+        return call
+
+    for name in ("evaluate_split", "calibrate_split", "write_model_files", "save_predictions"):
+        setattr(loop, name, timed(name, getattr(loop, name)))
+
     class Events(Callback):
         first = True
 
@@ -261,6 +282,8 @@ def child_full_epoch(args) -> None:
             if self.first:
                 self.first = False
                 emit("first_step", step=step)
+            elif step % PROGRESS_STEPS == 0:
+                emit("progress", step=step)
 
         def on_checkpoint(self, run_info, path) -> None:
             partial = run_info.state.partial
@@ -275,6 +298,11 @@ def child_full_epoch(args) -> None:
                  callbacks=[Events()], splits=splits)  # fmt: skip
     emit("result", validation_bac=result.validation.balanced_accuracy,
          test_bac=result.test.balanced_accuracy if result.test else None)  # fmt: skip
+
+
+def rate_summary(spans: list[dict]) -> tuple[float, float, float]:
+    rates = sorted(s["steps_per_second"] for s in spans) or [float("nan")]
+    return rates[0], rates[len(rates) // 2], rates[-1]
 
 
 def run_events(cmd: list[str], kill_after_checkpoint: float | None = None) -> dict:
@@ -320,6 +348,7 @@ def full_epoch(args) -> None:
            "--workdir", str(args.workdir), "--threads", str(args.threads),
            "--validation-rows", str(args.validation_rows),
            "--checkpoint-minutes", str(args.checkpoint_minutes),
+           "--eval-rows", str(args.eval_rows),
            *(["--flush-denormal"] if args.flush_denormal else []),
            *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]  # fmt: skip
     load_before = os.getloadavg()
@@ -343,9 +372,18 @@ def full_epoch(args) -> None:
     rows = one(first, "prepared")["train_rows"]
     resumed_at = one(second, "run_start")["from_step"]
     checkpoints = all_of(first, "checkpoint") + all_of(second, "checkpoint")
+    spans = []  # steps/s between progress events of one process (no checkpoint write inside)
+    for part in (first, second):
+        marks = all_of(part, "progress")
+        writes = [e["time"] for e in all_of(part, "checkpoint")]
+        for a, b in zip(marks, marks[1:]):
+            if not any(a["time"] < w <= b["time"] for w in writes):
+                rate = (b["step"] - a["step"]) / (b["time"] - a["time"])
+                spans.append({"to_step": b["step"], "steps_per_second": rate})
+    end = [e for e in all_of(second, "call") if e["time"] > epoch["time"]]
     figures = {
         "file": args.file.name, "threads": args.threads, "train_rows": rows,
-        "flush_denormal": args.flush_denormal,
+        "flush_denormal": args.flush_denormal, "eval_rows": args.eval_rows or None,
         "batch_size": args.batch_size or BATCH["cpu"]["mlp"],
         "batches": one(first, "run_start")["batches"],
         "load_before_after_kill_end": [load_before, load_killed, load_after],
@@ -367,6 +405,8 @@ def full_epoch(args) -> None:
         "validation_bac": one(second, "result")["validation_bac"],
         "test_bac": one(second, "result")["test_bac"],
         "checkpoints": [{k: e[k] for k in ("step", "write_seconds", "mb")} for e in checkpoints],
+        "rate_spans": spans,
+        "end_steps": [{k: e[k] for k in ("name", "seconds", "rows", "peak_rss_mb")} for e in end],
     }  # fmt: skip
     if resumed_at != saved["step"] or figures["first_step_after_resume"] != saved["step"] + 1:
         raise SystemExit(f"resumed at step {resumed_at}, not the checkpoint's {saved['step']}")
@@ -406,7 +446,11 @@ def full_epoch(args) -> None:
          f"{f['part1_peak_rss_mb']:,.0f} / {f['part2_peak_rss_mb']:,.0f} MB"),
         ("wall of each process",
          f"{f['part1_wall_seconds']:.0f} s / {f['part2_wall_seconds']:.0f} s"),
-        ("end: full validation + test + calibration + save", f"{f['end_seconds']:.0f} s"),
+        (f"steps/s per {PROGRESS_STEPS:,} steps (min / median / max of {len(spans)})",
+         " / ".join(f"{x:.1f}" for x in rate_summary(spans))),
+        ("end: checkpoint + validation + calibration + test + save", f"{f['end_seconds']:.0f} s"),
+        *((f"- {e['name']} ({e['rows']:,} rows)" if e["rows"] else f"- {e['name']}",
+           f"{e['seconds']:.1f} s, peak RSS so far {e['peak_rss_mb']:,.0f} MB") for e in end),
         ("validation BAC: sample / all; test BAC",
          f"{f['validation_sample_bac']:.3f} / {f['validation_bac']:.3f}; {f['test_bac']:.3f}"),
     ]  # fmt: skip
@@ -453,12 +497,13 @@ def main() -> None:
     parser.add_argument("--validation-rows", type=int, default=100_000)
     parser.add_argument("--fasttext-rows", type=int, default=1_000_000)
     parser.add_argument(
-        "--eval-rows", type=int, default=200_000, help="validation and test rows kept (0: all)"
+        "--eval-rows", type=int, default=0, help="validation and test rows kept (0: all)"
     )
     parser.add_argument(
         "--flush-denormal",
         action="store_true",
-        help="torch.set_flush_denormal(True) in the full-epoch run (x86 CPUs)",
+        help="torch.set_flush_denormal(True) in the full-epoch run (no longer needed: the "
+        "training loop sets it on CPU)",
     )
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
