@@ -157,3 +157,13 @@ def test_ensemble_config_errors(tmp_path):
     second = cfg.model.member_config(cfg, 1)
     assert (second.model.family, second.model.num_filters, second.training.lr) == ("cnn", 4, 0.005)
     assert second.training.batch_size == cfg.training.batch_size
+
+
+def test_prodcat_train_sums_up_an_ensemble_by_its_members(trained_ensemble, capsys):
+    from prodcat.cli.main import _print_result
+
+    root, result = trained_ensemble
+    _print_result(result, build_config(root / "model" / "config.yaml"))
+    out = capsys.readouterr().out
+    assert f"ensemble — 2 members, {result.epochs_run} epochs in all" in out
+    assert "best epoch" not in out

@@ -212,7 +212,11 @@ def _print_result(result, cfg) -> None:
     from prodcat.tracking.tracker import tracking_uri
 
     columns = ("balanced_accuracy", "accuracy", "macro_f1", "loss")
-    table = Table(title=f"{result.family} — best epoch {result.best_epoch} of {result.epochs_run}")
+    if result.family == "ensemble":  # members have their own best epochs
+        title = f"ensemble — {len(cfg.model.members)} members, {result.epochs_run} epochs in all"
+    else:
+        title = f"{result.family} — best epoch {result.best_epoch} of {result.epochs_run}"
+    table = Table(title=title)
     table.add_column("split")
     for name in columns:
         table.add_column(name, justify="right")
