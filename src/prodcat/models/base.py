@@ -25,6 +25,24 @@ if TYPE_CHECKING:
 _HASH_A, _HASH_B = 116_049_371, 2_654_435_761
 
 
+def hashed_bigrams(
+    words: torch.Tensor, pad_id: int, buckets: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) word ids -> the bucket of each bigram (t-1, t), and where both words exist."""
+    prev = nn.functional.pad(words[:, :-1], (1, 0), value=pad_id)
+    valid = (prev != pad_id) & (words != pad_id)
+    return (prev * _HASH_A + words * _HASH_B) % buckets, valid
+
+
+def packed_bags(ids: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row of (N, K) ids as a bag for `embedding_bag`, padding left out before the
+    lookup rather than skipped inside it (a row of 41 slots holds ~20 ids, and the sparse
+    gradient would carry a row per slot: 3x slower): (flat ids, offsets, ids per row)."""
+    used = ids != pad_id
+    counts = used.sum(1)
+    return ids[used], torch.cumsum(counts, 0) - counts, counts
+
+
 class TokenEmbedder(nn.Module):
     """Token embeddings, plus optional hashed word-bigram embeddings, one vector per position.
 
@@ -104,24 +122,15 @@ class TokenEmbedder(nn.Module):
         if k > 1:
             n, width = input_ids.shape[0], input_ids.shape[1] // k
             bags = input_ids.reshape(n * width, k)
-            # The padding left out before the lookup, not skipped inside it: a word has ~20
-            # ids of 41 slots, and the sparse gradient would carry a row per slot (3x slower).
-            used = bags != self.pad_id
-            counts = used.sum(1)
+            flat, offsets, _ = packed_bags(bags, self.pad_id)
             x = nn.functional.embedding_bag(
-                bags[used],
-                self.tokens.weight,
-                torch.cumsum(counts, 0) - counts,
-                mode="mean",
-                sparse=self.tokens.sparse,
+                flat, self.tokens.weight, offsets, mode="mean", sparse=self.tokens.sparse
             ).view(n, width, -1)
             input_ids = bags[:, 0].view(n, width)  # the words, for their bigrams
         else:
             x = self.tokens(input_ids)
         if self.bigrams is not None:
-            prev = torch.nn.functional.pad(input_ids[:, :-1], (1, 0), value=self.pad_id)
-            bucket = (prev * _HASH_A + input_ids * _HASH_B) % self.buckets
-            valid = (prev != self.pad_id) & (input_ids != self.pad_id)
+            bucket, valid = hashed_bigrams(input_ids, self.pad_id, self.buckets)
             x = x + self.bigrams(bucket) * valid.unsqueeze(-1)
         return self.dropout(x)
 

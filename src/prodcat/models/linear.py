@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prodcat.config import LinearConfig
-from prodcat.models.base import _HASH_A, _HASH_B, TextClassifier
+from prodcat.models.base import TextClassifier, hashed_bigrams, packed_bags
 from prodcat.registry import register
 
 if TYPE_CHECKING:
@@ -65,14 +65,11 @@ class BagEmbedder(nn.Module):
         n, k = input_ids.shape[0], self.per_token
         ids = input_ids
         if self.buckets:
-            words = input_ids.view(n, -1, k)[:, :, 0]
-            prev = nn.functional.pad(words[:, :-1], (1, 0), value=self.pad_id)
-            valid = (prev != self.pad_id) & (words != self.pad_id)
-            bigram = self.n_ids + (prev * _HASH_A + words * _HASH_B) % self.buckets
-            ids = torch.cat([ids, torch.where(valid, bigram, self.pad_id)], dim=1)
-        used = ids != self.pad_id
-        counts = used.sum(1)
-        flat = ids[used]
+            bucket, valid = hashed_bigrams(
+                input_ids.view(n, -1, k)[:, :, 0], self.pad_id, self.buckets
+            )
+            ids = torch.cat([ids, torch.where(valid, self.n_ids + bucket, self.pad_id)], dim=1)
+        flat, offsets, counts = packed_bags(ids, self.pad_id)
         weights = self.idf[flat]
         # The bag's Euclidean norm over distinct features (a feature twice in a title weighs
         # 2 idf), as TfidfVectorizer's: sum the weights of each (title, feature) first.
@@ -86,7 +83,7 @@ class BagEmbedder(nn.Module):
         bag = nn.functional.embedding_bag(
             flat,
             self.table.weight,
-            torch.cumsum(counts, 0) - counts,
+            offsets,
             mode="sum",
             sparse=self.table.sparse,
             per_sample_weights=weights,
