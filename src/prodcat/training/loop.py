@@ -580,16 +580,17 @@ def _finish(
     history = state.history
     best = next((h for h in history if h["epoch"] == state.best_epoch), {})
     validation = {k.removeprefix("validation_"): v for k, v in best.items()}
-    if len(during) < len(splits.validation) and history:
-        validation, _ = evaluate_split(
-            model, splits.validation, t.eval_batch_size, device, autocast
-        )
     calibration = None
-    if t.calibrate:  # temperature scaling on the validation rows (evaluation/calibration.py)
+    if t.calibrate:  # temperature scaling on the validation rows (evaluation/calibration.py),
+        # which scores every validation row under it: the sampled epochs need no other pass
         calibration, calibrated = calibrate_split(
             model, splits.validation, t.eval_batch_size, device, autocast
         )
         validation.update(calibrated)
+    elif len(during) < len(splits.validation) and history:
+        validation, _ = evaluate_split(
+            model, splits.validation, t.eval_batch_size, device, autocast
+        )
     temperature = calibration.temperature if calibration is not None else 1.0
     scored_test = splits.test is not None and t.score_test
     report_split = splits.test if scored_test else splits.validation
