@@ -170,19 +170,15 @@ def test_a_large_split_is_calibrated_on_a_sample_and_scored_on_every_row(small_m
     # At 20 M titles the validation logits would not fit in memory: the temperature is
     # fitted on a fixed sample, and the calibrated figures still cover every row.
     from prodcat.config import build_config
-    from prodcat.data.cache import encode_file
-    from prodcat.data.dataset import labelled_split
+    from prodcat.data.dataset import file_split
     from prodcat.evaluation.evaluate import calibrate_split, evaluate_split
     from prodcat.serving.predictor import Classifier
     from tests.test_training import write_titles
 
     clf = Classifier.load(small_model)
     cfg = build_config(small_model / "config.yaml", ["data.cache_dir=" + str(tmp_path)])
-    file = encode_file(
-        write_titles(tmp_path / "v.jsonl", rows_per_category=10), cfg.data, clf.featurizer
-    )
-    rows = np.arange(file.n_rows)
-    split = labelled_split("validation", file, rows, clf.featurizer, clf.labels, cfg.data)
+    data = write_titles(tmp_path / "v.jsonl", rows_per_category=10)
+    split = file_split(data, cfg.data, clf.featurizer, clf.labels, "validation")
     cpu = torch.device("cpu")
     calibration, metrics = calibrate_split(clf.model, split, 16, cpu, max_rows=7)
     assert calibration.rows == 7 and metrics["rows"] == len(split) > 7

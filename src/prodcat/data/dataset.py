@@ -295,6 +295,18 @@ def model_ids(file: EncodedFile, featurizer: Featurizer) -> np.ndarray:
     return remap
 
 
+def file_split(
+    path: str | Path,
+    cfg: DataConfig,
+    featurizer: Featurizer,
+    labels: LabelMap,
+    name: str = "evaluation",
+) -> Split:
+    """Every row of a labelled file, as a model of `featurizer` and `labels` reads it."""
+    file = encode_file(path, cfg, featurizer)
+    return labelled_split(name, file, np.arange(file.n_rows), featurizer, labels, cfg)
+
+
 def labelled_split(
     name: str,
     file: EncodedFile,

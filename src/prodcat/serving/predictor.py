@@ -16,8 +16,7 @@ import torch
 
 from prodcat.config import Config
 from prodcat.data.batches import Batch
-from prodcat.data.cache import encode_file
-from prodcat.data.dataset import labelled_split
+from prodcat.data.dataset import file_split
 from prodcat.errors import ProdcatError
 from prodcat.evaluation.calibration import Calibration
 from prodcat.evaluation.evaluate import evaluate_split
@@ -152,9 +151,7 @@ class Classifier(NamedTopK):
 
     def labelled_split(self, path: str | Path):
         """Every row of a labelled file, encoded as the model reads it."""
-        file = encode_file(path, self.cfg.data, self.featurizer)
-        rows = np.arange(file.n_rows)
-        return labelled_split("evaluation", file, rows, self.featurizer, self.labels, self.cfg.data)
+        return file_split(path, self.cfg.data, self.featurizer, self.labels)
 
     def evaluate(self, path: str | Path, batch_size: int = 4096) -> dict[str, float]:
         """balanced_accuracy, accuracy, macro_f1, loss, calibration (ece, auto_label_share_95

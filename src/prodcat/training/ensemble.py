@@ -14,13 +14,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from prodcat.atomic import write_text_atomic
 from prodcat.config import Config, EnsembleConfig
-from prodcat.data.cache import encode_file
-from prodcat.data.dataset import Split, labelled_split
+from prodcat.data.dataset import file_split
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ConfigError
 from prodcat.evaluation.calibration import Calibration
@@ -246,13 +244,6 @@ def _final_metrics(result: RunResult) -> dict[str, float | None]:
     return metrics
 
 
-def validation_split(file: Path, cfg: Config, featurizer, labels: LabelMap) -> Split:
-    """Every row of a labelled file, as the model of `cfg` and `featurizer` reads it."""
-    encoded = encode_file(file, cfg.data, featurizer)
-    rows = np.arange(encoded.n_rows)
-    return labelled_split("validation", encoded, rows, featurizer, labels, cfg.data)
-
-
 def combine_folders(
     folders: Sequence[str | Path],
     output: str | Path,
@@ -273,7 +264,7 @@ def combine_folders(
     calibration = Calibration()
     if validation is not None:
         split = EnsembleSplit(
-            [validation_split(Path(validation), c, f, labels) for c, _, f in members]
+            [file_split(validation, c.data, f, labels, "validation") for c, _, f in members]
         )
         calibration, scores = fit_ensemble(model, split, batch_size, torch.device("cpu"))
     first_cfg = members[0][0]
