@@ -92,7 +92,8 @@ class Featurizer:
 
     def encode(self, titles: list[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(N, T * pieces_per_token) int64 model ids padded with `pad_id` (T: the longest
-        title, at most `max_tokens`), and the (N,) lengths in pieces."""
+        title, at most `max_tokens`; a token's `pieces_per_token` ids side by side), and the
+        (N,) lengths in tokens."""
         chunk = self.pieces(titles)
         ids = self.ids(chunk.vocabulary)[chunk.codes]
         longest = int(chunk.lengths().max(initial=0))
