@@ -167,3 +167,33 @@ def test_prodcat_train_sums_up_an_ensemble_by_its_members(trained_ensemble, caps
     out = capsys.readouterr().out
     assert f"ensemble — 2 members, {result.epochs_run} epochs in all" in out
     assert "best epoch" not in out
+
+
+def test_members_trained_at_once_give_the_ensemble_trained_one_by_one(trained_ensemble, tmp_path):
+    """`workers: 2` trains the members in two processes: the same weights, so the same
+    ensemble as members trained one after another."""
+    from prodcat.serving.predictor import Classifier
+
+    root, one_by_one = trained_ensemble
+    cfg = ensemble_config(root)
+    cfg.data.train = root / "train.jsonl"
+    cfg.model.workers = 2
+    at_once = run(cfg, tmp_path / "model")
+    for member in ("members/0", "members/1"):
+        assert (tmp_path / "model" / member / "model.safetensors").read_bytes() == (
+            root / "model" / member / "model.safetensors"
+        ).read_bytes()
+    assert at_once.validation.balanced_accuracy == one_by_one.validation.balanced_accuracy
+    np.testing.assert_allclose(
+        Classifier.load(tmp_path / "model").predict_proba(TITLES),
+        Classifier.load(root / "model").predict_proba(TITLES),
+        rtol=1e-6,
+    )
+
+
+def test_each_member_draws_its_own_seed_unless_it_sets_one(tmp_path):
+    members = [MEMBERS[0], MEMBERS[0], {"model": MEMBERS[0], "training": {"seed": 7}}]
+    cfg = ensemble_config(tmp_path, members=members, **{"training.seed": 10})
+    seeds = [cfg.model.member_config(cfg, i).training.seed for i in range(3)]
+    assert seeds == [10, 11, 7]
+    assert cfg.model.member_config(cfg, 1).data.seed == cfg.data.seed  # the same rows

@@ -339,9 +339,10 @@ class EnsembleMember(StrictModel):
 
 @model_config("ensemble")
 class EnsembleConfig(ModelConfig):
-    """Several models of other families trained one after another on the same data; the
-    saved model averages their (calibrated) probabilities with non-negative weights, summing
-    to 1, that maximise the validation log-likelihood; temperature scaling goes on top.
+    """Several models of other families trained on the same data, one after another or
+    `workers` at once; the saved model averages their (calibrated) probabilities with
+    non-negative weights, summing to 1, that maximise the validation log-likelihood;
+    temperature scaling goes on top.
     Members share the data section; the word-embedding settings here do not apply.
 
     Each member is a model config (a mapping with `family`), a mapping of `model` and
@@ -351,17 +352,26 @@ class EnsembleConfig(ModelConfig):
 
     family: Literal["ensemble"] = "ensemble"
     members: list[EnsembleMember] = Field(min_length=2)
+    workers: int = Field(
+        1,
+        ge=1,
+        description="members trained at once, each in its own process (give each member "
+        "training.threads so that workers x threads is at most the cores); 1: one after another",
+    )
 
     @property
     def featurizer(self) -> str:
         return "ensemble"  # each member reads its own
 
     def member_config(self, cfg: Config, index: int) -> Config:
-        """The full config member `index` trains with: `cfg` with its model and training."""
+        """The full config member `index` trains with: `cfg` with its model and training.
+        Its seed is `training.seed + index` unless it sets one, so that a member listed
+        twice is a second draw, not a copy."""
         member = self.members[index]
         tree = cfg.model_dump(mode="json")
         tree["model"] = member.model.model_dump(mode="json")
-        tree["training"] = {**tree["training"], **member.training}
+        seed = {"seed": tree["training"]["seed"] + index}
+        tree["training"] = {**tree["training"], **seed, **member.training}
         return Config.model_validate(tree)
 
 

@@ -10,7 +10,9 @@ no extra temperature (each member is calibrated already).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,7 +120,9 @@ def train_ensemble(
 ) -> RunResult:
     """Train every member of `cfg.model` (an `EnsembleConfig`) into `output/members/I` with
     `run`, fit the weights and a temperature on the validation rows, score the test rows and
-    save the ensemble folder in `output`."""
+    save the ensemble folder in `output`. With `workers` > 1 the members train in processes
+    of their own, which `callbacks` do not hear. The result's `train_seconds` is the wall
+    time of training the members."""
     from prodcat.tracking.tracker import close_parent_run, log_run_metrics, open_parent_run
     from prodcat.training.ranks import Rank
     from prodcat.training.run import prepare_data, run
@@ -141,30 +145,41 @@ def train_ensemble(
         )
     status = "FAILED"
     try:
-        results, splits = [], []
+        configs = []
         for index in range(len(ensemble.members)):
             member_cfg = ensemble.member_config(cfg, index)
             if tracking.run_name:
                 member_cfg.tracking.run_name = f"{tracking.run_name}-member-{index}"
-            log.info(
-                "ensemble member %d of %d: %s",
-                index + 1,
-                len(ensemble.members),
-                member_cfg.model.family,
+            configs.append(member_cfg)
+        started = time.perf_counter()
+        if ensemble.workers > 1:
+            results = _train_members_at_once(
+                configs, output, ensemble.workers, resume, parent or parent_run_id
             )
-            member_splits = prepare_data(member_cfg)
-            results.append(
-                run(
-                    member_cfg,
-                    member_folder(output, index),
-                    resume=resume,
-                    callbacks=callbacks,
-                    parent_run_id=parent or parent_run_id,
-                    splits=member_splits,
+            splits = [prepare_data(member_cfg) for member_cfg in configs]  # from the cache
+        else:
+            results, splits = [], []
+            for index, member_cfg in enumerate(configs):
+                log.info(
+                    "ensemble member %d of %d: %s",
+                    index + 1,
+                    len(configs),
+                    member_cfg.model.family,
                 )
-            )
-            splits.append(member_splits)
-        result = _finish_ensemble(cfg, output, results, splits, parent)
+                member_splits = prepare_data(member_cfg)
+                results.append(
+                    run(
+                        member_cfg,
+                        member_folder(output, index),
+                        resume=resume,
+                        callbacks=callbacks,
+                        parent_run_id=parent or parent_run_id,
+                        splits=member_splits,
+                    )
+                )
+                splits.append(member_splits)
+        seconds = time.perf_counter() - started
+        result = _finish_ensemble(cfg, output, results, splits, parent, seconds)
         log_run_metrics(tracking.uri, parent, _final_metrics(result))
         status = "FINISHED"
         return result
@@ -176,8 +191,63 @@ def train_ensemble(
             close_parent_run(tracking.uri, parent, status)
 
 
+def _train_members_at_once(
+    configs: list[Config], output: Path, workers: int, resume: bool, parent_run_id: str | None
+) -> list[RunResult]:
+    """Train the members `workers` at a time, each in a fresh process (spawned: no state
+    of this one is shared), in their listed order; a stop here stops them all, leaving each
+    member's checkpoint for `--resume`. Progress bars are off in the workers."""
+    from prodcat.training.run import prepare_data
+
+    prepare_data(configs[0])  # the shared cache, built once before the workers read it
+    log.info("training %d ensemble members, %d at once", len(configs), workers)
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(min(workers, len(configs)), maxtasksperchild=1)
+    try:
+        pending = [
+            pool.apply_async(
+                _train_member,
+                (member_cfg, member_folder(output, index), resume, parent_run_id),
+            )
+            for index, member_cfg in enumerate(configs)
+        ]
+        results = []
+        for index, member in enumerate(pending):
+            results.append(member.get())
+            log.info(
+                "ensemble member %d of %d (%s): validation BAC %.4f",
+                index + 1,
+                len(configs),
+                configs[index].model.family,
+                results[-1].validation.balanced_accuracy,
+            )
+        pool.close()
+        return results
+    except BaseException:
+        pool.terminate()  # SIGTERM: each member's run stops as it would on its own
+        raise
+    finally:
+        pool.join()
+
+
+def _train_member(
+    cfg: Config, folder: Path, resume: bool, parent_run_id: str | None
+) -> RunResult:
+    from prodcat.training.run import run
+
+    cfg.training.progress = False  # one bar per process would garble the terminal
+    result = run(cfg, folder, resume=resume, parent_run_id=parent_run_id)
+    result._model = None  # the parent loads the saved folder; do not send the weights back
+    return result
+
+
 def _finish_ensemble(
-    cfg: Config, output: Path, results: list[RunResult], splits: list, run_id: str | None
+    cfg: Config,
+    output: Path,
+    results: list[RunResult],
+    splits: list,
+    run_id: str | None,
+    seconds: float,
 ) -> RunResult:
     t = cfg.training
     device = resolve_device(t.device)
@@ -198,7 +268,6 @@ def _finish_ensemble(
     scores, predictions = evaluate_split(
         model, report_split, t.eval_batch_size, device, top_k=5, temperature=calibration.temperature
     )
-    seconds = sum(r.train_seconds for r in results)
     result = RunResult(
         family="ensemble",
         output_dir=output,
@@ -209,7 +278,7 @@ def _finish_ensemble(
         train_rows=results[0].train_rows,
         train_seconds=seconds,
         titles_per_second=sum(r.titles_per_second * r.train_seconds for r in results)
-        / max(seconds, 1e-9),
+        / max(sum(r.train_seconds for r in results), 1e-9),
         device=device_name(device),
         device_type=device.type,
         parameters=sum(r.parameters for r in results),
