@@ -364,3 +364,38 @@ def test_a_run_left_running_by_kill_9_is_closed_by_the_run_that_takes_its_folder
     second.wait(timeout=60)
     runs = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
     assert len(runs) == 2 and runs[killed.info.run_id] == "KILLED"
+
+
+def test_mixup_mixes_title_vectors_and_resumes_to_the_same_weights(tmp_path):
+    from prodcat.models.folder import build_model
+    from prodcat.training.loop import mixup_pairs
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
+    cfg = small_config(
+        tmp_path, **{"training.epochs": 3, "training.mixup": 0.4, "training.patience": None}
+    )
+    splits = load_splits(cfg.data, data)
+    # The mix: lam = 1 is the plain forward; lam = 0 gives each row its partner's logits.
+    model = build_model(cfg, len(splits.labels), splits.featurizer).eval()
+    batch = next(iter(splits.train.batches(8)))
+    partner = torch.tensor([3, 2, 1, 0, 7, 6, 5, 4])
+    with torch.no_grad():
+        plain = model(batch)
+        torch.testing.assert_close(model(batch, mix=(partner, 1.0)), plain)
+        torch.testing.assert_close(model(batch, mix=(partner, 0.0)), plain[partner])
+    # The pairing is drawn from seed, epoch and step alone.
+    first, lam = mixup_pairs(cfg.training, 2, 5, 16, torch.device("cpu"))
+    again, lam_again = mixup_pairs(cfg.training, 2, 5, 16, torch.device("cpu"))
+    assert torch.equal(first, again) and lam == lam_again and 0 < lam < 1
+    assert sorted(first.tolist()) == list(range(16))
+
+    mixed = train(cfg, splits, tmp_path / "straight")
+    assert mixed.test.balanced_accuracy >= 0.8
+    plain_run = small_config(tmp_path, **{"training.epochs": 3, "training.patience": None})
+    unmixed = train(plain_run, splits, tmp_path / "unmixed")
+    assert mixed.history[0]["train_loss"] != unmixed.history[0]["train_loss"]
+    interrupt = InterruptAtEpoch(2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, splits, tmp_path / "killed", callbacks=[interrupt])
+    train(cfg, splits, tmp_path / "killed", resume=True)
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")

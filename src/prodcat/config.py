@@ -421,6 +421,13 @@ class TrainingConfig(StrictModel):
     grad_clip: float | None = Field(1.0, gt=0)
     gradient_accumulation: int = Field(1, ge=1, description="batches per optimizer step")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup: float = Field(
+        0.0,
+        ge=0,
+        description="mixup of title vectors: each step pairs the batch's titles at random and "
+        "trains on lam x one + (1 - lam) x the other (their vectors before the head, and their "
+        "losses), lam drawn from Beta(mixup, mixup) (0: off; 0.2-0.4 is usual)",
+    )
     ema_decay: float = Field(
         0.0,
         ge=0,

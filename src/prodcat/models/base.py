@@ -196,13 +196,31 @@ class TextClassifier(nn.Module):
         """(B, T, E) embeddings and (B,) lengths -> (B, encoder_dim)."""
         raise NotImplementedError
 
-    def forward(self, input_ids: torch.Tensor | Batch, lengths: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor | Batch,
+        lengths: torch.Tensor | None = None,
+        mix: tuple[torch.Tensor, float] | None = None,
+    ):
         """Logits (B, n_classes) of a `Batch`, or of (B, T) ids and their (B,) lengths.
 
         Plain tensors let export and serving call the model without prodcat's dataclass.
+        `mix` = (permutation, lam): each title's vector becomes lam x itself + (1 - lam) x
+        that of the title the permutation pairs it with, before the head (mixup, in
+        training).
         """
+        vectors = self.title_vectors(input_ids, lengths)
+        if mix is not None:
+            partner, lam = mix
+            vectors = vectors * lam + vectors[partner] * (1 - lam)
+        return self.head(vectors)
+
+    def title_vectors(
+        self, input_ids: torch.Tensor | Batch, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, encoder_dim): what the head classifies."""
         if isinstance(input_ids, Batch):
             input_ids, lengths = input_ids.input_ids, input_ids.lengths
         if lengths is None:
             raise TypeError("forward(input_ids, lengths) needs the lengths")
-        return self.head(self.encode(self.embedder(input_ids), lengths))
+        return self.encode(self.embedder(input_ids), lengths)

@@ -33,8 +33,8 @@ class SentenceEncoderClassifier(TextClassifier):
     def build_encoder(self, input_dim: int) -> int:
         return input_dim
 
-    def forward(self, features: torch.Tensor | Batch, lengths: torch.Tensor | None = None):
-        """Logits (B, n_classes) of a `Batch`, or of (B, D) title vectors."""
-        if isinstance(features, Batch):
-            features = features.features
-        return self.head(features)
+    def title_vectors(
+        self, features: torch.Tensor | Batch, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The (B, D) title vectors of a `Batch`, or those given."""
+        return features.features if isinstance(features, Batch) else features

@@ -71,10 +71,12 @@ class TransformerClassifier(TextClassifier):
         mask = padding_mask(lengths, states.shape[1]).unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
-    def forward(self, input_ids: torch.Tensor | Batch, lengths: torch.Tensor | None = None):
-        """Logits (B, n_classes) of a `Batch`, or of (B, T) piece ids and their lengths."""
+    def title_vectors(
+        self, input_ids: torch.Tensor | Batch, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, encoder_dim) of a `Batch`, or of (B, T) piece ids and their lengths."""
         if isinstance(input_ids, Batch):
             input_ids, lengths = input_ids.input_ids, input_ids.lengths
         if lengths is None:
             raise TypeError("forward(input_ids, lengths) needs the lengths")
-        return self.head(self.encode(self.embedder(input_ids, lengths), lengths))
+        return self.encode(self.embedder(input_ids, lengths), lengths)

@@ -230,9 +230,7 @@ def _train_members_at_once(
         pool.join()
 
 
-def _train_member(
-    cfg: Config, folder: Path, resume: bool, parent_run_id: str | None
-) -> RunResult:
+def _train_member(cfg: Config, folder: Path, resume: bool, parent_run_id: str | None) -> RunResult:
     from prodcat.training.run import run
 
     cfg.training.progress = False  # one bar per process would garble the terminal

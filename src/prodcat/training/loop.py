@@ -24,14 +24,15 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from prodcat.atomic import write_text_atomic
-from prodcat.config import Config
+from prodcat.config import Config, TrainingConfig
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import Split, Splits
 from prodcat.errors import ConfigError
@@ -487,9 +488,15 @@ def _train_epoch(
             stepping = step % accumulate == 0 or step == total
             syncing = contextlib.nullcontext() if stepping else _no_sync(trainer)
             with syncing:
+                mix = mixup_pairs(t, epoch, step, len(batch), device) if t.mixup else None
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    logits = trainer(batch)
+                    logits = trainer(batch) if mix is None else trainer(batch, mix=mix)
                 loss, weight = weighted_loss(logits, batch, class_weights, t.label_smoothing)
+                if mix is not None:  # the partners' labels, with the same row weights
+                    partner, lam = mix
+                    paired = replace(batch, labels=batch.labels[partner])
+                    other, _ = weighted_loss(logits, paired, class_weights, t.label_smoothing)
+                    loss = lam * loss + (1 - lam) * other
                 # Over the weight of all ranks' rows, times the ranks DDP averages over: the
                 # gradient of one process on the whole batch.
                 total_weight = sum_over_ranks(weight.detach(), world) / world
@@ -546,6 +553,16 @@ def _train_epoch(
         "data_wait_share": batches.wait_seconds / max(seconds, 1e-9),
         "lr": lr,
     }
+
+
+def mixup_pairs(
+    t: TrainingConfig, epoch: int, step: int, rows: int, device: torch.device
+) -> tuple[torch.Tensor, float]:
+    """A random pairing of a batch's rows and the share lam of each row in its mix, drawn
+    from the seed, epoch and step: a resumed run draws what the uninterrupted one drew."""
+    rng = np.random.default_rng([t.seed, epoch, step])
+    lam = float(rng.beta(t.mixup, t.mixup))
+    return torch.from_numpy(rng.permutation(rows)).to(device), lam
 
 
 def _no_sync(trainer: torch.nn.Module):
