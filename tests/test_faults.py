@@ -223,3 +223,61 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_that_loads_as_whole(
         done = finish(command + ["--resume"], root)
         assert done.returncode == 0, done.stderr
         load_model_folder(output)
+
+
+def test_sigterm_stops_an_ensemble_training_members_at_once_and_it_resumes(root):
+    """`model.workers: 2`: a SIGTERM to `prodcat train` while a member (in its own process)
+    is scored stops every member's process, ends as one line with exit 143, and `--resume`
+    finishes the ensemble."""
+    members = [{"family": "mlp", "embedding_dim": d, "hidden_layers": [8]} for d in (4, 6, 8)]
+    settings = {"model.family": "ensemble", "model.workers": 2, "model.members": members}
+    command = train_command(root, "ensemble", None, **{"training.epochs": 2, **settings})
+    process = run_to_pause(command, root, "evaluate:1")  # a member's first validation
+    process.send_signal(signal.SIGTERM)
+    err = process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "terminated: the last checkpoint is kept; continue with `prodcat train ... --resume`"
+    )
+    done = finish([*command, "--resume"], root)
+    assert done.returncode == 0, done.stderr
+    spec = json.loads((root / "ensemble" / "ensemble.json").read_text())
+    assert spec["members"] == ["members/0", "members/1", "members/2"]
+    for member in spec["members"]:
+        load_model_folder(root / "ensemble" / member)
+
+
+def member_processes(parent: int) -> list[int]:
+    """The pids of `parent`'s ensemble member processes (its children but the resource
+    tracker), from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == parent and b"resource_tracker" not in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_a_member_process_killed_is_one_error_not_a_hang_and_resume_finishes(root):
+    members = [{"family": "mlp", "embedding_dim": d, "hidden_layers": [8]} for d in (4, 6, 8)]
+    settings = {"model.family": "ensemble", "model.workers": 2, "model.members": members}
+    command = train_command(root, "killed-member", None, **{"training.epochs": 2, **settings})
+    process = run_to_pause(command, root, "evaluate:1")
+    victims = member_processes(process.pid)
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    err = process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 2, err
+    assert "Traceback" not in err
+    assert "process died (exit code -9" in err.strip().splitlines()[-1]
+    assert not Path(f"/proc/{victims[1]}").exists()  # the other member was stopped too
+    done = finish([*command, "--resume"], root)
+    assert done.returncode == 0, done.stderr
+    load_model_folder(root / "killed-member" / "members" / "2")

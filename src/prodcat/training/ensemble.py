@@ -14,6 +14,7 @@ import multiprocessing
 import shutil
 import time
 from collections.abc import Sequence
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from prodcat.atomic import write_text_atomic
 from prodcat.config import Config, EnsembleConfig
 from prodcat.data.dataset import file_split
 from prodcat.data.vocab import LabelMap
-from prodcat.errors import ConfigError
+from prodcat.errors import ConfigError, ProdcatError
 from prodcat.evaluation.calibration import Calibration
 from prodcat.evaluation.evaluate import calibrate_split, evaluate_split, save_predictions
 from prodcat.evaluation.metrics import write_category_report
@@ -38,6 +39,7 @@ from prodcat.models.ensemble import (
 from prodcat.models.folder import load_model_folder, staging_folder
 from prodcat.models.manifest import listed_files, write_manifest
 from prodcat.training.device import device_name, resolve_device
+from prodcat.training.progress import progress_bar
 from prodcat.training.result import METRICS_FILE, RunResult, Scores
 
 log = logging.getLogger(__name__)
@@ -194,47 +196,119 @@ def train_ensemble(
 def _train_members_at_once(
     configs: list[Config], output: Path, workers: int, resume: bool, parent_run_id: str | None
 ) -> list[RunResult]:
-    """Train the members `workers` at a time, each in a fresh process (spawned: no state
-    of this one is shared), in their listed order; a stop here stops them all, leaving each
-    member's checkpoint for `--resume`. Progress bars are off in the workers."""
+    """Train the members `workers` at a time, each in a fresh process (spawned: no state of
+    this one is shared; its memory goes back when it ends), in their listed order.
+
+    A stop here (SIGTERM, Ctrl-C) stops them all, each member keeping its last checkpoint
+    for `--resume`; a member process that dies is one error, not a hang. One bar counts the
+    members done; the workers draw none, and log as this process does, each line naming its
+    member. (By hand, not a process pool: the standard pools queue tasks ahead into their
+    workers, and stopping one mid-task can leave it waiting on a task it started.)
+    """
     from prodcat.training.run import prepare_data
 
     prepare_data(configs[0])  # the shared cache, built once before the workers read it
     log.info("training %d ensemble members, %d at once", len(configs), workers)
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(min(workers, len(configs)), maxtasksperchild=1)
+    level = logging.getLogger("prodcat").getEffectiveLevel()
+    waiting = list(range(len(configs)))
+    running: dict[int, tuple] = {}  # index -> (process, its end of the result pipe)
+    outcomes: dict[int, tuple[bool, object]] = {}
+    results: dict[int, RunResult] = {}
     try:
-        pending = [
-            pool.apply_async(
-                _train_member,
-                (member_cfg, member_folder(output, index), resume, parent_run_id),
-            )
-            for index, member_cfg in enumerate(configs)
-        ]
-        results = []
-        for index, member in enumerate(pending):
-            results.append(member.get())
-            log.info(
-                "ensemble member %d of %d (%s): validation BAC %.4f",
-                index + 1,
-                len(configs),
-                configs[index].model.family,
-                results[-1].validation.balanced_accuracy,
-            )
-        pool.close()
-        return results
-    except BaseException:
-        pool.terminate()  # SIGTERM: each member's run stops as it would on its own
-        raise
+        with progress_bar(configs[0].training.progress, unit="members") as bar:
+            task = bar.add_task("ensemble", total=len(configs), info="")
+            while waiting or running:
+                while waiting and len(running) < workers:
+                    index = waiting.pop(0)
+                    receive, send = context.Pipe(duplex=False)
+                    args = (send, configs[index], member_folder(output, index), index)
+                    process = context.Process(
+                        target=_member_process,
+                        args=(*args, resume, parent_run_id, level),
+                        name=f"prodcat-member-{index}",
+                    )
+                    process.start()
+                    send.close()
+                    running[index] = (process, receive)
+                ready = wait([x for pair in running.values() for x in (pair[0].sentinel, pair[1])])
+                for index, (process, receive) in list(running.items()):
+                    if receive in ready and index not in outcomes:
+                        _receive(receive, outcomes, index)  # before the exit: a full pipe
+                    if process.sentinel not in ready:  # would block the member's send
+                        continue
+                    process.join()
+                    if index not in outcomes and receive.poll():
+                        _receive(receive, outcomes, index)
+                    receive.close()
+                    del running[index]
+                    if index not in outcomes:
+                        raise ProdcatError(
+                            f"ensemble member {index}'s process died (exit code "
+                            f"{process.exitcode}: killed, or out of memory?); the members "
+                            "trained and the last checkpoints are kept; continue with "
+                            "`prodcat train ... --resume`"
+                        )
+                    done, value = outcomes.pop(index)
+                    if not done:
+                        raise value  # type: ignore[misc]
+                    results[index] = value  # type: ignore[assignment]
+                    bar.advance(task)
+                    log.info(
+                        "ensemble member %d of %d (%s): validation BAC %.4f",
+                        index + 1,
+                        len(configs),
+                        configs[index].model.family,
+                        results[index].validation.balanced_accuracy,
+                    )
+        return [results[i] for i in range(len(configs))]
     finally:
-        pool.join()
+        for process, _ in running.values():  # stopped early: SIGTERM, and each run stops
+            process.terminate()  # as it would on its own, keeping its checkpoint
+        for process, receive in running.values():
+            process.join()
+            receive.close()
 
 
-def _train_member(cfg: Config, folder: Path, resume: bool, parent_run_id: str | None) -> RunResult:
+def _receive(receive, outcomes: dict, index: int) -> None:
+    try:
+        outcomes[index] = receive.recv()
+    except EOFError:  # the process ended without a word (killed): its exit tells
+        pass
+
+
+def _member_process(
+    send, cfg: Config, folder: Path, index: int, resume: bool, parent_run_id, level: int
+) -> None:
+    """A member's process: train it, send back (True, result) or (False, the error)."""
+    try:
+        outcome: tuple[bool, object] = (
+            True,
+            _train_member(cfg, folder, index, resume, parent_run_id, level),
+        )
+    except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
+        outcome = (False, e if isinstance(e, Exception) else ProdcatError(str(e)))
+    try:
+        send.send(outcome)
+    except Exception as e:  # an error that does not pickle: its message does
+        send.send((False, ProdcatError(f"ensemble member {index}: {outcome[1] or e}")))
+    finally:
+        send.close()
+
+
+def _train_member(
+    cfg: Config, folder: Path, index: int, resume: bool, parent_run_id: str | None, level: int
+) -> RunResult:
     from prodcat.training.run import run
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(f"%(levelname)s member {index}: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     cfg.training.progress = False  # one bar per process would garble the terminal
-    result = run(cfg, folder, resume=resume, parent_run_id=parent_run_id)
+    try:
+        result = run(cfg, folder, resume=resume, parent_run_id=parent_run_id)
+    except KeyboardInterrupt:  # the parent's stop, or Ctrl-C: the run kept its checkpoint
+        raise ProdcatError(f"ensemble member {index} was stopped") from None
     result._model = None  # the parent loads the saved folder; do not send the weights back
     return result
 
