@@ -78,6 +78,18 @@ def finish(command: list[str], root: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=180)
 
 
+def stop_with_sigterm(process: subprocess.Popen) -> None:
+    """SIGTERM `process`: it must end as a signal-stopped process with one line, no traceback."""
+    process.send_signal(signal.SIGTERM)
+    err = process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "terminated: the last checkpoint is kept; continue with `prodcat train ... --resume`"
+    )
+
+
 def runs_of(uri: str) -> dict:
     from mlflow.tracking import MlflowClient
 
@@ -170,14 +182,7 @@ def test_sigterm_while_a_split_is_scored_marks_the_run_killed(moment, root, two_
     uri = f"sqlite:///{root / f'term-{moment[-1]}.db'}"
     command = train_command(root, f"term-{moment[-1]}", uri, **{"training.epochs": 1})
     process = run_to_pause(command, root, moment)  # 1: epoch 1's validation; 2: the test rows
-    process.send_signal(signal.SIGTERM)
-    err = process.stderr.read()
-    process.wait(timeout=60)
-    assert process.returncode == 143, err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == (
-        "terminated: the last checkpoint is kept; continue with `prodcat train ... --resume`"
-    )
+    stop_with_sigterm(process)
     [run] = runs_of(uri).values()
     assert run.info.status == "KILLED"
 
@@ -225,30 +230,6 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_that_loads_as_whole(
         load_model_folder(output)
 
 
-def test_sigterm_stops_an_ensemble_training_members_at_once_and_it_resumes(root):
-    """`model.workers: 2`: a SIGTERM to `prodcat train` while a member (in its own process)
-    is scored stops every member's process, ends as one line with exit 143, and `--resume`
-    finishes the ensemble."""
-    members = [{"family": "mlp", "embedding_dim": d, "hidden_layers": [8]} for d in (4, 6, 8)]
-    settings = {"model.family": "ensemble", "model.workers": 2, "model.members": members}
-    command = train_command(root, "ensemble", None, **{"training.epochs": 2, **settings})
-    process = run_to_pause(command, root, "evaluate:1")  # a member's first validation
-    process.send_signal(signal.SIGTERM)
-    err = process.stderr.read()
-    process.wait(timeout=60)
-    assert process.returncode == 143, err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == (
-        "terminated: the last checkpoint is kept; continue with `prodcat train ... --resume`"
-    )
-    done = finish([*command, "--resume"], root)
-    assert done.returncode == 0, done.stderr
-    spec = json.loads((root / "ensemble" / "ensemble.json").read_text())
-    assert spec["members"] == ["members/0", "members/1", "members/2"]
-    for member in spec["members"]:
-        load_model_folder(root / "ensemble" / member)
-
-
 def member_processes(parent: int) -> list[int]:
     """The pids of `parent`'s ensemble member processes (its children but the resource
     tracker), from /proc."""
@@ -264,11 +245,14 @@ def member_processes(parent: int) -> list[int]:
     return pids
 
 
-def test_a_member_process_killed_is_one_error_not_a_hang_and_resume_finishes(root):
-    members = [{"family": "mlp", "embedding_dim": d, "hidden_layers": [8]} for d in (4, 6, 8)]
+def test_an_ensemble_training_members_at_once_stops_whole_and_resumes(root):
+    """`model.workers: 2`, each member in its own process. kill -9 of one member: one
+    error line, not a hang, and the other member is stopped too. SIGTERM to `prodcat train`
+    while a member scores its validation rows: exit 143, one line. `--resume` finishes."""
+    members = [{"family": "mlp", "embedding_dim": d, "hidden_layers": [8]} for d in (4, 6)]
     settings = {"model.family": "ensemble", "model.workers": 2, "model.members": members}
-    command = train_command(root, "killed-member", None, **{"training.epochs": 2, **settings})
-    process = run_to_pause(command, root, "evaluate:1")
+    command = train_command(root, "ensemble", None, **{"training.epochs": 2, **settings})
+    process = run_to_pause(command, root, "evaluate:1")  # a member's first validation
     victims = member_processes(process.pid)
     assert len(victims) == 2
     os.kill(victims[0], signal.SIGKILL)
@@ -278,6 +262,11 @@ def test_a_member_process_killed_is_one_error_not_a_hang_and_resume_finishes(roo
     assert "Traceback" not in err
     assert "process died (exit code -9" in err.strip().splitlines()[-1]
     assert not Path(f"/proc/{victims[1]}").exists()  # the other member was stopped too
+
+    stop_with_sigterm(run_to_pause([*command, "--resume"], root, "evaluate:1"))
     done = finish([*command, "--resume"], root)
     assert done.returncode == 0, done.stderr
-    load_model_folder(root / "killed-member" / "members" / "2")
+    spec = json.loads((root / "ensemble" / "ensemble.json").read_text())
+    assert spec["members"] == ["members/0", "members/1"]
+    for member in spec["members"]:
+        load_model_folder(root / "ensemble" / member)
