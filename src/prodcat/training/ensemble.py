@@ -155,10 +155,11 @@ def train_ensemble(
             configs.append(member_cfg)
         started = time.perf_counter()
         if ensemble.workers > 1:
+            first = prepare_data(configs[0])  # builds the cache once, before the workers read it
             results = _train_members_at_once(
                 configs, output, ensemble.workers, resume, parent or parent_run_id
             )
-            splits = [prepare_data(member_cfg) for member_cfg in configs]  # from the cache
+            splits = [first, *(prepare_data(c) for c in configs[1:])]  # from the cache
         else:
             results, splits = [], []
             for index, member_cfg in enumerate(configs):
@@ -205,9 +206,6 @@ def _train_members_at_once(
     member. (By hand, not a process pool: the standard pools queue tasks ahead into their
     workers, and stopping one mid-task can leave it waiting on a task it started.)
     """
-    from prodcat.training.run import prepare_data
-
-    prepare_data(configs[0])  # the shared cache, built once before the workers read it
     log.info("training %d ensemble members, %d at once", len(configs), workers)
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger("prodcat").getEffectiveLevel()
