@@ -278,37 +278,29 @@ def _receive(receive, outcomes: dict, index: int) -> None:
 def _member_process(
     send, cfg: Config, folder: Path, index: int, resume: bool, parent_run_id, level: int
 ) -> None:
-    """A member's process: train it, send back (True, result) or (False, the error)."""
-    try:
-        outcome: tuple[bool, object] = (
-            True,
-            _train_member(cfg, folder, index, resume, parent_run_id, level),
-        )
-    except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
-        outcome = (False, e if isinstance(e, Exception) else ProdcatError(str(e)))
-    try:
-        send.send(outcome)
-    except Exception as e:  # an error that does not pickle: its message does
-        send.send((False, ProdcatError(f"ensemble member {index}: {outcome[1] or e}")))
-    finally:
-        send.close()
-
-
-def _train_member(
-    cfg: Config, folder: Path, index: int, resume: bool, parent_run_id: str | None, level: int
-) -> RunResult:
+    """A member's process: train it with `run`, logging as the parent does (each line naming
+    the member), and send back (True, result) or (False, the error)."""
     from prodcat.training.run import run
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"%(levelname)s member {index}: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     cfg.training.progress = False  # one bar per process would garble the terminal
+    outcome: tuple[bool, object]
     try:
         result = run(cfg, folder, resume=resume, parent_run_id=parent_run_id)
+        result._model = None  # the parent loads the saved folder; do not send the weights
+        outcome = (True, result)
     except KeyboardInterrupt:  # the parent's stop, or Ctrl-C: the run kept its checkpoint
-        raise ProdcatError(f"ensemble member {index} was stopped") from None
-    result._model = None  # the parent loads the saved folder; do not send the weights back
-    return result
+        outcome = (False, ProdcatError(f"ensemble member {index} was stopped"))
+    except Exception as e:
+        outcome = (False, e)
+    try:
+        send.send(outcome)
+    except Exception as e:  # an error that does not pickle: its message does
+        send.send((False, ProdcatError(f"ensemble member {index}: {outcome[1] or e}")))
+    finally:
+        send.close()
 
 
 def _finish_ensemble(
