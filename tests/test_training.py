@@ -13,7 +13,7 @@ from prodcat.cli.main import main
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
 from prodcat.training.callbacks import Callback
-from prodcat.training.checkpoint import CHECKPOINT
+from prodcat.training.checkpoint import CHECKPOINT, load_checkpoint
 from prodcat.training.loop import train
 
 WORDS = {
@@ -167,9 +167,43 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
         train(cfg, splits, tmp_path / "killed", callbacks=[interrupt])
     assert interrupt.ended == "KILLED"
     assert not (tmp_path / "killed" / "model.safetensors").exists()
+    # Epoch 1, the checkpoint's, is the best so far: its weights are stored once.
+    assert load_checkpoint(tmp_path / "killed")["best_weights"] == "model"
     resumed = train(cfg, splits, tmp_path / "killed", resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
 
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")
+
+
+class CountCheckpoints(Callback):
+    def __init__(self):
+        self.epochs = []
+
+    def on_checkpoint(self, run, path):
+        self.epochs.append(run.state.epoch)
+
+
+def test_without_a_checkpoint_every_epoch_a_killed_run_redoes_the_epochs_since_the_last(tmp_path):
+    data = write_titles(tmp_path / "train.jsonl")
+    settings = {"training.epochs": 4, "model.dropout": 0.3, "training.patience": None}
+    straight = small_config(tmp_path, **settings)
+    splits = load_splits(straight.data, data)
+    every = CountCheckpoints()
+    train(straight, splits, tmp_path / "straight", callbacks=[every])
+    assert every.epochs == [1, 2, 3, 4]
+
+    # Only the run's last epoch, as no checkpoint_minutes pass in it.
+    sparse = small_config(tmp_path, **settings, **{"training.checkpoint_every_epoch": False})
+    last = CountCheckpoints()
+    train(sparse, splits, tmp_path / "sparse", callbacks=[last])
+    assert last.epochs == [4]
+    assert_same_weights(tmp_path / "straight", tmp_path / "sparse")
+
+    # Killed in epoch 3 with no checkpoint yet: the resumed run starts over, same weights.
+    with pytest.raises(KeyboardInterrupt):
+        train(sparse, splits, tmp_path / "killed", callbacks=[InterruptAtEpoch(3)])
+    assert load_checkpoint(tmp_path / "killed") is None
+    train(sparse, splits, tmp_path / "killed", resume=True)
     assert_same_weights(tmp_path / "straight", tmp_path / "killed")
 
 
@@ -200,6 +234,10 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     assert result.best_epoch == history[best]["epoch"]
     assert len(history) == min(30, result.best_epoch + 2)
     assert result.validation.balanced_accuracy == bacs[best]
+    # The last epoch's checkpoint keeps the best epoch's weights beside its own.
+    checkpoint = load_checkpoint(tmp_path / "run")
+    best_weights, last = checkpoint["best_weights"], checkpoint["model"]
+    assert not all(torch.equal(best_weights[k], last[k]) for k in last)
 
 
 def test_training_learns_the_tiny_task(tmp_path):

@@ -461,7 +461,16 @@ class TrainingConfig(StrictModel):
         "folder keeps it (calibration.json) and predictions use it",
     )
     checkpoint_minutes: float | None = Field(
-        10.0, gt=0, description="also checkpoint inside an epoch this often (None: per epoch only)"
+        10.0,
+        gt=0,
+        description="also checkpoint inside an epoch when this long has passed since the last "
+        "checkpoint (None: at epochs' ends only)",
+    )
+    checkpoint_every_epoch: bool = Field(
+        True,
+        description="checkpoint at the end of every epoch; false: at an epoch's end only when "
+        "checkpoint_minutes have passed, and at the run's last epoch (a sparse model's "
+        "checkpoint of ~0.5 GB costs seconds: an ensemble's short members skip most of them)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True

@@ -210,7 +210,7 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
         ema,
     )
 
-    def save(partial: dict[str, Any] | None = None) -> None:
+    def write(partial: dict[str, Any] | None) -> None:
         state.partial = partial
         if rank.main:
             path = save_checkpoint(
@@ -218,6 +218,7 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
             )
             events.on_checkpoint(run, path)
 
+    save = _Checkpoints(write, t.checkpoint_minutes, state.epoch if checkpoint else None)
     events.on_run_start(run)
     if state.epoch >= plan.epochs:
         more = "training.max_steps" if t.max_steps else "training.epochs"
@@ -249,7 +250,8 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
             (state.stop,) = from_rank_zero([state.stop], device, rank.world)
             if rank.main:
                 _log_epoch(record, plan.epochs, state.improved)
-            save()
+            if t.checkpoint_every_epoch or state.stop or epoch == plan.epochs or save.due():
+                save(epoch=epoch)
         # The end (the test rows scored, the folder written, the tracker's last logs) is part
         # of the run: a signal there marks the run KILLED too, never leaves it RUNNING.
         model.load_state_dict(best_weights)
@@ -257,12 +259,34 @@ def _train(cfg, splits, output: Path, callbacks, resume, rank: Rank, device) -> 
         events.on_run_end(run, result, "FINISHED")
     except KeyboardInterrupt:
         events.on_run_end(run, None, "KILLED")
-        log.warning("interrupted: resume with --resume (checkpoint of epoch %d kept)", state.epoch)
+        if save.epoch is None:
+            log.warning("interrupted before the first checkpoint: --resume starts over")
+        else:
+            log.warning(
+                "interrupted: resume with --resume (checkpoint of epoch %d kept)", save.epoch
+            )
         raise
     except BaseException:
         events.on_run_end(run, None, "FAILED")
         raise
     return result
+
+
+class _Checkpoints:
+    """Writes the run's checkpoint through `write` and remembers when it last did, and the
+    last whole epoch it holds (None: no checkpoint yet)."""
+
+    def __init__(self, write, minutes: float | None, epoch: int | None):
+        self.write, self.minutes, self.epoch = write, minutes, epoch
+        self.last = time.perf_counter()
+
+    def __call__(self, partial: dict[str, Any] | None = None, *, epoch: int) -> None:
+        self.write(partial)
+        self.last, self.epoch = time.perf_counter(), epoch
+
+    def due(self) -> bool:
+        """Whether `training.checkpoint_minutes` have passed since the last checkpoint."""
+        return self.minutes is not None and time.perf_counter() - self.last > 60 * self.minutes
 
 
 def _copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -278,10 +302,13 @@ def _checkpoint(
     ema: WeightAverage | None,
     swa: EpochAverage | None,
 ) -> dict[str, Any]:
+    weights = model.state_dict()
     return {
         "state": state.to_dict(),
-        "best_weights": best_weights,
-        "model": model.state_dict(),
+        # Usually the epoch just validated is the best so far: its weights are the model's,
+        # stored once (a third of a sparse model's checkpoint, and of the time to write it).
+        "best_weights": "model" if _same_weights(best_weights, weights) else best_weights,
+        "model": weights,
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "ema": ema.state_dict() if ema else None,
@@ -318,7 +345,16 @@ def _restore(checkpoint, model, optimizer, schedule, ema, swa, output) -> tuple[
         state.epoch,
         state.best_epoch,
     )
-    return state, checkpoint["best_weights"]
+    best = checkpoint["best_weights"]
+    if best == "model":  # loaded into the model by copy: the loaded tensors are free to keep
+        best = checkpoint["model"]
+    return state, best
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a
+    )
 
 
 def _batch_size(cfg, model, splits, device, autocast, rank, checkpoint) -> int:
@@ -437,12 +473,13 @@ def epoch_batches(
 
 
 def _train_epoch(
-    parts: _Parts, run: RunInfo, events: Callbacks, epoch: int, partial, save
+    parts: _Parts, run: RunInfo, events: Callbacks, epoch: int, partial, save: _Checkpoints
 ) -> dict[str, float]:
     """One epoch of this rank's shard of the shuffled training rows, from a mid-epoch
     checkpoint if given.
 
-    Every `training.checkpoint_minutes`, `save` records how far the epoch got; the batch
+    Every `training.checkpoint_minutes` (since the last checkpoint, this epoch's or an
+    earlier one's), `save` records how far the epoch got; the batch
     order is a function of (seed, pass), so a resumed epoch skips exactly those batches.
     """
     cfg, model, optimizer, schedule = parts.cfg, parts.model, parts.optimizer, parts.schedule
@@ -474,7 +511,6 @@ def _train_epoch(
     weight_sum = torch.tensor(partial["weight_sum"], device=device)
     seen = partial["seen"]
     started = time.perf_counter() - partial["seconds"]
-    last_save = time.perf_counter()
     accumulate = t.gradient_accumulation
     lr = optimizer.param_groups[0]["lr"]  # the rate the epoch's first step uses
     optimizer.zero_grad(set_to_none=True)
@@ -522,12 +558,7 @@ def _train_epoch(
                 rate = seen * world / elapsed
                 info = f"loss {float(loss_sum / weight_sum):.4f}  {rate:,.0f} titles/s"
                 bar.update(task, completed=step, info=info)
-            if (
-                t.checkpoint_minutes
-                and stepping
-                and step < total
-                and time.perf_counter() - last_save > 60 * t.checkpoint_minutes
-            ):
+            if stepping and step < total and save.due():
                 save(
                     {
                         "step": step,
@@ -535,9 +566,9 @@ def _train_epoch(
                         "weight_sum": float(weight_sum),
                         "seen": seen,
                         "seconds": time.perf_counter() - started,
-                    }
+                    },
+                    epoch=epoch - 1,
                 )
-                last_save = time.perf_counter()
         bar.update(task, completed=total)
     seconds = time.perf_counter() - started
     # Every rank's rows count. A resumed epoch starts each rank from rank 0's partial sums
