@@ -258,7 +258,7 @@ def test_an_ensemble_training_members_at_once_stops_whole_and_resumes(root):
     os.kill(victims[0], signal.SIGKILL)
     err = process.stderr.read()
     process.wait(timeout=60)
-    assert process.returncode == 2, err
+    assert process.returncode == 1, err  # the environment's code, as for a full disk
     assert "Traceback" not in err
     assert "process died (exit code -9" in err.strip().splitlines()[-1]
     assert not Path(f"/proc/{victims[1]}").exists()  # the other member was stopped too

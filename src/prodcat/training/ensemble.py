@@ -9,6 +9,7 @@ no extra temperature (each member is calibrated already).
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import shutil
@@ -197,57 +198,69 @@ def train_ensemble(
 def _train_members_at_once(
     configs: list[Config], output: Path, workers: int, resume: bool, parent_run_id: str | None
 ) -> list[RunResult]:
-    """Train the members `workers` at a time, each in a fresh process (spawned: no state of
-    this one is shared; its memory goes back when it ends), in their listed order.
+    """Train the members `workers` at a time in their listed order, in worker processes
+    (spawned: no state of this one is shared) that each train one member after another, as
+    `workers: 1` trains them all in this process; a worker's start (imports, ~10 s) is paid
+    once, not per member.
 
     A stop here (SIGTERM, Ctrl-C) stops them all, each member keeping its last checkpoint
-    for `--resume`; a member process that dies is one error, not a hang. One bar counts the
-    members done; the workers draw none, and log as this process does, each line naming its
-    member. (By hand, not a process pool: the standard pools queue tasks ahead into their
-    workers, and stopping one mid-task can leave it waiting on a task it started.)
+    for `--resume`; a worker that dies is one error, not a hang. One bar counts the members
+    done; the workers draw none, and log as this process does, each line naming its member.
+    (By hand, not a process pool: the standard pools queue tasks ahead into their workers,
+    and stopping one mid-task can leave it waiting on a task it started.)
     """
     log.info("training %d ensemble members, %d at once", len(configs), workers)
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger("prodcat").getEffectiveLevel()
     waiting = list(range(len(configs)))
-    running: dict[int, tuple] = {}  # index -> (process, its end of the result pipe)
-    outcomes: dict[int, tuple[bool, object]] = {}
+    idle: list[tuple] = []  # (process, this end of its duplex pipe)
+    busy: dict[int, tuple] = {}  # member index -> (process, pipe)
     results: dict[int, RunResult] = {}
     try:
         with progress_bar(configs[0].training.progress, unit="members") as bar:
             task = bar.add_task("ensemble", total=len(configs), info="")
-            while waiting or running:
-                while waiting and len(running) < workers:
+            while waiting or busy:
+                while waiting and len(busy) < workers:
+                    for worker in [w for w in idle if not w[0].is_alive()]:
+                        idle.remove(worker)  # ended while idle (killed): another starts
+                        worker[1].close()
+                    if not idle:
+                        ours, theirs = context.Pipe()
+                        process = context.Process(
+                            target=_worker_process,
+                            args=(theirs, level),
+                            name=f"prodcat-member-worker-{len(busy)}",
+                        )
+                        process.start()
+                        theirs.close()
+                        idle.append((process, ours))
                     index = waiting.pop(0)
-                    receive, send = context.Pipe(duplex=False)
-                    args = (send, configs[index], member_folder(output, index), index)
-                    process = context.Process(
-                        target=_member_process,
-                        args=(*args, resume, parent_run_id, level),
-                        name=f"prodcat-member-{index}",
+                    process, pipe = idle.pop()
+                    pipe.send(
+                        (configs[index], member_folder(output, index), index, resume, parent_run_id)
                     )
-                    process.start()
-                    send.close()
-                    running[index] = (process, receive)
-                ready = wait([x for pair in running.values() for x in (pair[0].sentinel, pair[1])])
-                for index, (process, receive) in list(running.items()):
-                    if receive in ready and index not in outcomes:
-                        _receive(receive, outcomes, index)  # before the exit: a full pipe
-                    if process.sentinel not in ready:  # would block the member's send
-                        continue
-                    process.join()
-                    if index not in outcomes and receive.poll():
-                        _receive(receive, outcomes, index)
-                    receive.close()
-                    del running[index]
-                    if index not in outcomes:
-                        raise ProdcatError(
+                    busy[index] = (process, pipe)
+                ready = wait(
+                    [x for process, pipe in busy.values() for x in (process.sentinel, pipe)]
+                )
+                for index, (process, pipe) in list(busy.items()):
+                    outcome = None
+                    if pipe in ready or process.sentinel in ready:
+                        outcome = _receive(pipe)
+                    if outcome is None:
+                        if process.sentinel not in ready:
+                            continue
+                        process.join()  # its exit code (the sentinel may come first)
+                        # The machine's doing (kill -9, out of memory): exit code 1, not 2.
+                        raise ChildProcessError(
                             f"ensemble member {index}'s process died (exit code "
                             f"{process.exitcode}: killed, or out of memory?); the members "
                             "trained and the last checkpoints are kept; continue with "
                             "`prodcat train ... --resume`"
                         )
-                    done, value = outcomes.pop(index)
+                    del busy[index]
+                    idle.append((process, pipe))
+                    done, value = outcome
                     if not done:
                         raise value  # type: ignore[misc]
                     results[index] = value  # type: ignore[assignment]
@@ -261,46 +274,56 @@ def _train_members_at_once(
                     )
         return [results[i] for i in range(len(configs))]
     finally:
-        for process, _ in running.values():  # stopped early: SIGTERM, and each run stops
-            process.terminate()  # as it would on its own, keeping its checkpoint
-        for process, receive in running.values():
+        # Stopped early, busy workers stop their member's run as it would stop on its own
+        # (SIGTERM), keeping its checkpoint; idle ones have nothing to keep. Closing the
+        # pipes ends a worker that has sent its last word.
+        for process, pipe in [*busy.values(), *idle]:
+            process.terminate()
+            pipe.close()
+        for process, _ in [*busy.values(), *idle]:
             process.join()
-            receive.close()
 
 
-def _receive(receive, outcomes: dict, index: int) -> None:
+def _receive(pipe) -> tuple[bool, object] | None:
+    """A worker's outcome, or None if it has none to give (it ended without a word)."""
     try:
-        outcomes[index] = receive.recv()
-    except EOFError:  # the process ended without a word (killed): its exit tells
-        pass
+        return pipe.recv() if pipe.poll() else None
+    except (EOFError, OSError):
+        return None
 
 
-def _member_process(
-    send, cfg: Config, folder: Path, index: int, resume: bool, parent_run_id, level: int
-) -> None:
-    """A member's process: train it with `run`, logging as the parent does (each line naming
-    the member), and send back (True, result) or (False, the error)."""
+def _worker_process(pipe, level: int) -> None:
+    """A worker: train each member it is sent with `run`, logging as the parent does (each
+    line naming the member), and send back (True, result) or (False, the error); end on
+    None, or when the parent is gone."""
     from prodcat.training.run import run
 
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(f"%(levelname)s member {index}: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    cfg.training.progress = False  # one bar per process would garble the terminal
-    outcome: tuple[bool, object]
     try:
-        result = run(cfg, folder, resume=resume, parent_run_id=parent_run_id)
-        result._model = None  # the parent loads the saved folder; do not send the weights
-        outcome = (True, result)
-    except KeyboardInterrupt:  # the parent's stop, or Ctrl-C: the run kept its checkpoint
-        outcome = (False, ProdcatError(f"ensemble member {index} was stopped"))
-    except Exception as e:
-        outcome = (False, e)
-    try:
-        send.send(outcome)
-    except Exception as e:  # an error that does not pickle: its message does
-        send.send((False, ProdcatError(f"ensemble member {index}: {outcome[1] or e}")))
+        while (task := pipe.recv()) is not None:
+            cfg, folder, index, resume, parent_run_id = task
+            handler.setFormatter(logging.Formatter(f"%(levelname)s member {index}: %(message)s"))
+            cfg.training.progress = False  # one bar per process would garble the terminal
+            outcome: tuple[bool, object]
+            try:
+                result = run(cfg, folder, resume=resume, parent_run_id=parent_run_id)
+                result._model = None  # the parent loads the saved folder: not the weights
+                outcome = (True, result)
+            except KeyboardInterrupt:  # the parent's stop, or Ctrl-C: the run kept its
+                outcome = (False, ProdcatError(f"ensemble member {index} was stopped"))
+            except Exception as e:
+                outcome = (False, e)
+            try:
+                pipe.send(outcome)
+            except Exception as e:  # an error that does not pickle: its message does
+                pipe.send((False, ProdcatError(f"ensemble member {index}: {outcome[1] or e}")))
+            del outcome
+            gc.collect()  # the member's tensors go back before the next one's
+    except (EOFError, OSError, KeyboardInterrupt):  # the parent ended, or stopped us idle
+        pass
     finally:
-        send.close()
+        pipe.close()
 
 
 def _finish_ensemble(
