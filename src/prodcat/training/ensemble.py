@@ -294,15 +294,15 @@ def _receive(pipe) -> tuple[bool, object] | None:
 
 def _worker_process(pipe, level: int) -> None:
     """A worker: train each member it is sent with `run`, logging as the parent does (each
-    line naming the member), and send back (True, result) or (False, the error); end on
-    None, or when the parent is gone."""
+    line naming the member), and send back (True, result) or (False, the error), until the
+    parent closes the pipe or stops the process."""
     from prodcat.training.run import run
 
     handler = logging.StreamHandler()
     logging.basicConfig(level=level, handlers=[handler], force=True)
     try:
-        while (task := pipe.recv()) is not None:
-            cfg, folder, index, resume, parent_run_id = task
+        while True:
+            cfg, folder, index, resume, parent_run_id = pipe.recv()
             handler.setFormatter(logging.Formatter(f"%(levelname)s member {index}: %(message)s"))
             cfg.training.progress = False  # one bar per process would garble the terminal
             outcome: tuple[bool, object]
