@@ -306,7 +306,7 @@ def _checkpoint(
     return {
         "state": state.to_dict(),
         # Usually the epoch just validated is the best so far: its weights are the model's,
-        # stored once (a third of a sparse model's checkpoint, and of the time to write it).
+        # stored once (a quarter of a sparse model's checkpoint beside its two Adam moments).
         "best_weights": "model" if _same_weights(best_weights, weights) else best_weights,
         "model": weights,
         "optimizer": optimizer.state_dict(),
