@@ -1,4 +1,5 @@
-"""LazyAdam against PyTorch's Adam(W), and the optimizer `make_optimizer` builds by name."""
+"""LazyAdam and LazyAdagrad against PyTorch's Adam(W) and Adagrad, and the optimizer
+`make_optimizer` builds by name."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from prodcat.errors import ConfigError
-from prodcat.training.optim import LazyAdam, make_optimizer
+from prodcat.training.optim import LazyAdagrad, LazyAdam, make_optimizer
 
 # (LazyAdam's weight_decay and decoupled, the PyTorch optimizer with the same update)
 SAME_UPDATE = [
@@ -171,6 +172,60 @@ def test_lazy_adam_sparse_path_agrees_with_torch_sparse_adam():
     torch.testing.assert_close(sparse.weight, reference.weight, rtol=0, atol=1e-9)
 
 
+# LazyAdagrad
+
+
+def unique_lookup_batches(generator: torch.Generator) -> list[torch.Tensor]:
+    """Rows 0..11 each looked up once, in rising order: the sparse gradient of a deduplicated
+    lookup (the linear family's), whose indices rise strictly and which is not coalesced."""
+    return [torch.randint(0, 12, (9,), generator=generator).unique() for _ in range(10)]
+
+
+@pytest.mark.parametrize("unique", [False, True], ids=["repeated-rows", "unique-rows"])
+def test_lazy_adagrad_sparse_path_equals_torch_adagrad(unique):
+    sparse, _ = sparse_and_dense_embeddings()
+    reference, _ = sparse_and_dense_embeddings()
+    ids = torch.Generator().manual_seed(4)
+    if unique:
+        batches = unique_lookup_batches(ids)
+    else:  # repeated rows: the gradient must be coalesced first
+        batches = [torch.randint(0, 12, (9,), generator=ids) for _ in range(10)]
+    before = sparse.weight.detach().clone()
+
+    train_embedding(sparse, LazyAdagrad(sparse.parameters(), lr=0.1), batches)
+    train_embedding(reference, torch.optim.Adagrad(reference.parameters(), lr=0.1), batches)
+
+    torch.testing.assert_close(sparse.weight, reference.weight, rtol=1e-12, atol=1e-12)
+    seen = torch.zeros(20, dtype=torch.bool)
+    seen[torch.cat(batches)] = True
+    assert torch.equal(sparse.weight[~seen], before[~seen]) and not seen.all()
+
+
+def test_lazy_adagrad_dense_path_and_weight_decay_equal_torch_adagrad():
+    model, reference = two_layer_net(), two_layer_net()
+    reference.load_state_dict(model.state_dict())
+
+    train_dense(model, LazyAdagrad(model.parameters(), lr=0.05, weight_decay=0.1))
+    train_dense(reference, torch.optim.Adagrad(reference.parameters(), lr=0.05, weight_decay=0.1))
+
+    for mine, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_lazy_adagrad_decays_only_the_rows_in_a_batch():
+    """L2 decay on a sparse gradient's rows (PyTorch's Adagrad refuses it): the rows used
+    equal a dense Adagrad's when every row is used in every batch."""
+    sparse, dense = sparse_and_dense_embeddings()
+    batches = [torch.arange(20) for _ in range(5)]
+
+    train_embedding(sparse, LazyAdagrad(sparse.parameters(), lr=0.1, weight_decay=0.1), batches)
+    train_embedding(
+        dense, torch.optim.Adagrad(dense.parameters(), lr=0.1, weight_decay=0.1), batches
+    )
+
+    torch.testing.assert_close(sparse.weight, dense.weight, rtol=1e-12, atol=1e-12)
+
+
 # make_optimizer
 
 
@@ -190,6 +245,15 @@ def test_make_optimizer_picks_torch_optimizer_without_a_sparse_embedding(name, t
 
     assert type(optimizer) is torch_class
     assert bool(optimizer.defaults.get("fused")) is FUSED_ON_CPU
+
+
+@pytest.mark.parametrize(
+    ("sparse", "expected"), [(True, LazyAdagrad), (False, torch.optim.Adagrad)], ids=str
+)
+def test_make_optimizer_adagrad_is_lazy_for_a_sparse_embedding(sparse, expected):
+    optimizer = make_optimizer(tiny_classifier(sparse), name="adagrad", lr=0.1)
+
+    assert type(optimizer) is expected
 
 
 def test_make_optimizer_ignores_a_frozen_sparse_embedding():
@@ -280,7 +344,7 @@ def test_make_optimizer_falls_back_when_fused_cannot_step():
 
 
 @pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
-@pytest.mark.parametrize("name", ["adam", "adamw"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "adagrad"])
 def test_make_optimizer_steps_reduce_a_simple_loss(name, sparse):
     model = tiny_classifier(sparse)
     data = torch.Generator().manual_seed(5)

@@ -409,7 +409,8 @@ class TrainingConfig(StrictModel):
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 256
     eval_batch_size: int = Field(2048, ge=1)
     # Sparse embedding rows are updated by LazyAdam; without them, torch's fused Adam(W).
-    optimizer: Literal["adam", "adamw"] = "adam"
+    # Adagrad: the full-rank linear family's (LazyAdagrad over sparse rows).
+    optimizer: Literal["adam", "adamw", "adagrad"] = "adam"
     # High for Adam: sparse embedding rows are updated only when their token appears.
     lr: float = Field(0.02, gt=0)
     encoder_lr: float | None = Field(
@@ -420,6 +421,12 @@ class TrainingConfig(StrictModel):
     warmup_fraction: float = Field(0.05, ge=0, le=1)
     grad_clip: float | None = Field(1.0, gt=0)
     gradient_accumulation: int = Field(1, ge=1, description="batches per optimizer step")
+    loss: Literal["cross_entropy", "squared_hinge"] = Field(
+        "cross_entropy",
+        description="what training minimises: cross-entropy, or the one-vs-rest squared hinge "
+        "of scikit-learn's LinearSVC (the full-rank linear family's; validation loss is "
+        "cross-entropy either way)",
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup: float = Field(
         0.0,
@@ -480,6 +487,12 @@ class TrainingConfig(StrictModel):
         10.0, gt=0, description="under torchrun, how long a rank waits for the others at most"
     )
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _smoothing_needs_cross_entropy(self) -> TrainingConfig:
+        if self.label_smoothing and self.loss != "cross_entropy":
+            raise ValueError("label_smoothing smooths cross-entropy: set loss: cross_entropy")
+        return self
 
     @model_validator(mode="after")
     def _one_average(self) -> TrainingConfig:

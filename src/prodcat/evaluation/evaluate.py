@@ -25,15 +25,29 @@ def weighted_loss(
     batch: Batch,
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    kind: str = "cross_entropy",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of row-weighted cross-entropy over the batch, and the sum of the row weights."""
-    losses = F.cross_entropy(
-        logits.float(),
-        batch.labels,
-        weight=class_weights,
-        reduction="none",
-        label_smoothing=label_smoothing,
-    )
+    """Sum of the row-weighted loss over the batch, and the sum of the row weights.
+
+    `kind`: "cross_entropy", or "squared_hinge", one-vs-rest as scikit-learn's LinearSVC
+    trains: sum over categories of max(0, 1 - t s)^2, t = +1 for the title's category and -1
+    for every other, s the category's score.
+    """
+    if kind == "squared_hinge":
+        scores = logits.float()
+        signs = torch.full_like(scores, -1.0)
+        signs.scatter_(1, batch.labels.unsqueeze(1), 1.0)
+        losses = (1 - signs * scores).clamp(min=0).square().sum(1)
+        if class_weights is not None:
+            losses = losses * class_weights[batch.labels]
+    else:
+        losses = F.cross_entropy(
+            logits.float(),
+            batch.labels,
+            weight=class_weights,
+            reduction="none",
+            label_smoothing=label_smoothing,
+        )
     if batch.weights is None:
         return losses.sum(), torch.tensor(float(len(losses)), device=losses.device)
     return (losses * batch.weights).sum(), batch.weights.sum()

@@ -527,11 +527,15 @@ def _train_epoch(
                 mix = mixup_pairs(t, epoch, step, len(batch), device) if t.mixup else None
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     logits = trainer(batch) if mix is None else trainer(batch, mix=mix)
-                loss, weight = weighted_loss(logits, batch, class_weights, t.label_smoothing)
+                loss, weight = weighted_loss(
+                    logits, batch, class_weights, t.label_smoothing, t.loss
+                )
                 if mix is not None:  # the partners' labels, with the same row weights
                     partner, lam = mix
                     paired = replace(batch, labels=batch.labels[partner])
-                    other, _ = weighted_loss(logits, paired, class_weights, t.label_smoothing)
+                    other, _ = weighted_loss(
+                        logits, paired, class_weights, t.label_smoothing, t.loss
+                    )
                     loss = lam * loss + (1 - lam) * other
                 # Over the weight of all ranks' rows, times the ranks DDP averages over: the
                 # gradient of one process on the whole batch.

