@@ -42,6 +42,15 @@ BAD_OVERRIDES = {
     "unknown device": (["training.device=tpu"], "training.device: Input should be"),
     "huge max_tokens": (["data.max_tokens=100000"], "data.max_tokens: Input should be less"),
     "frozen random vectors": (["model.freeze_embeddings=true"], "model: Value error"),
+    "full rank with a hidden layer": (
+        ["model.family=linear", "model.full_rank=true", "model.hidden_layers=[64]"],
+        "model: Value error, full_rank scores categories straight from the bag",
+    ),
+    "smoothing a hinge": (
+        ["training.loss=squared_hinge", "training.label_smoothing=0.1"],
+        "training: Value error, label_smoothing smooths cross-entropy",
+    ),
+    "unknown loss": (["training.loss=hinge"], "training.loss: Input should be 'cross_entropy'"),
     "no '='": (["training.epochs"], "--set expects KEY=VALUE, got 'training.epochs'"),
     "no key": (["=3"], "--set expects KEY=VALUE, got '=3'"),
     "through a value": (["training.epochs=2", "training.epochs.x=1"], "'epochs' is not a sect"),

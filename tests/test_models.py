@@ -135,6 +135,56 @@ def test_the_linear_family_is_an_idf_weighted_normalised_bag(tmp_path):
     torch.testing.assert_close(once, expected, rtol=1e-4, atol=1e-6)
 
 
+def linear_model(tmp_path, **extra):
+    """A linear model over "cuero" (seen 50 times in 60 titles) and "bolso" (twice)."""
+    from prodcat.data.featurizer import NgramFeaturizer
+
+    cfg = tiny_config(
+        "linear", tmp_path, **{"model.char_ngram_buckets": 64, "model.ngram_buckets": 0, **extra}
+    )
+    featurizer = NgramFeaturizer.from_config(cfg.data, cfg.model)
+    featurizer.fit(["[PAD]", "[UNK]", "cuero", "bolso"], np.array([0, 0, 50, 2]))
+    featurizer.fitted_rows = 60
+    model = get_family("linear")(cfg.model, n_classes=3, featurizer=featurizer).eval()
+    model.initialise(featurizer)
+    return model, featurizer
+
+
+def test_the_full_rank_linear_model_scores_categories_from_the_bag(tmp_path):
+    model, featurizer = linear_model(tmp_path, **FULL_RANK)
+    table = model.embedder.table.weight
+    # One weight per feature and category, all 0 at the start, and a bias: no projection.
+    assert table.shape == (featurizer.vocab_size, 3) and not table.any()
+    assert [n for n, _ in model.head.named_parameters()] == ["bias"]
+    batch = featurizer(["bolso cuero", "mochila"])
+    assert torch.equal(model(batch), torch.zeros(2, 3))
+
+    # With separate norms, the words' part and the n-grams' part of the bag have norm 1 each,
+    # as a FeatureUnion of a word and a char_wb TfidfVectorizer: with a table that sums each
+    # part apart, the scores are 1 and 1.
+    with torch.no_grad():
+        table[: model.embedder.char_start, 0] = 1.0  # words
+        table[model.embedder.char_start :, 1] = 1.0  # character n-grams
+    ids = batch.input_ids[0]
+    ids = ids[ids != featurizer.pad_id]
+    idf = model.embedder.idf
+    words = ids[ids < model.embedder.char_start]
+    grams = torch.zeros(featurizer.vocab_size).index_add_(0, ids, idf[ids])
+    grams[: model.embedder.char_start] = 0
+    expected_word_part = idf[words].sum() / idf[words].norm()  # two distinct words
+    scores = model(featurizer(["bolso cuero"]))[0]
+    torch.testing.assert_close(scores[0], expected_word_part, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores[1], grams.sum() / grams.norm(), rtol=1e-5, atol=1e-6)
+    assert scores[2] == 0
+
+
+def test_the_linear_family_leaves_out_features_seen_fewer_than_min_count_times(tmp_path):
+    model, featurizer = linear_model(tmp_path, **{"model.min_count": 3})
+    common, rare = (int(i) for i in featurizer.ids(["cuero", "bolso"])[:, 0])
+    assert model.embedder.idf[rare] == 0  # seen twice
+    assert model.embedder.idf[common].item() == pytest.approx(np.log(61 / 51) + 1, rel=1e-5)
+
+
 def test_the_encoder_family_builds_and_forwards_title_vectors(tmp_path):
     cfg = tiny_config("encoder", tmp_path)
     featurizer = make_featurizer(cfg)
@@ -151,9 +201,11 @@ def test_the_encoder_family_builds_and_forwards_title_vectors(tmp_path):
 # Word families may also read character n-grams (`model.char_ngram_buckets`): one input
 # kind more, held to the same contract.
 NGRAMS = {"model.char_ngram_buckets": 64, "model.char_ngrams_per_word": 6}
+FULL_RANK = {"model.full_rank": True, "model.separate_norms": True, "model.hidden_layers": []}
 VARIANTS = {f: (f, {}) for f in families()} | {
     "mlp+char-ngrams": ("mlp", NGRAMS),
     "cnn+char-ngrams": ("cnn", NGRAMS),
+    "linear-full-rank": ("linear", FULL_RANK),
 }
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from prodcat.cli.main import main
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
+from prodcat.data.featurizer import make_featurizer
 from prodcat.training.callbacks import Callback
 from prodcat.training.checkpoint import CHECKPOINT, load_checkpoint
 from prodcat.training.loop import train
@@ -435,5 +436,50 @@ def test_mixup_mixes_title_vectors_and_resumes_to_the_same_weights(tmp_path):
     interrupt = InterruptAtEpoch(2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, splits, tmp_path / "killed", callbacks=[interrupt])
+    train(cfg, splits, tmp_path / "killed", resume=True)
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")
+
+
+def test_the_squared_hinge_is_linear_svcs_one_vs_rest_loss():
+    from prodcat.data.batches import Batch
+    from prodcat.evaluation.evaluate import weighted_loss
+
+    logits = torch.tensor([[2.0, -0.5, 0.3], [0.0, 0.0, 0.0]])
+    batch = Batch(torch.zeros(2, 1, dtype=torch.int64), torch.ones(2), torch.tensor([0, 2]))
+    # Row 1: its category scores 2 (past the margin: 0); the others -0.5 and 0.3 give
+    # (1 - 0.5)^2 + (1 + 0.3)^2 = 1.94. Row 2: all at 0, three terms of 1.
+    loss, weight = weighted_loss(logits, batch, kind="squared_hinge")
+    assert loss.item() == pytest.approx(1.94 + 3.0) and weight.item() == 2
+    class_weights = torch.tensor([1.0, 1.0, 2.0])
+    loss, _ = weighted_loss(logits, batch, class_weights, kind="squared_hinge")
+    assert loss.item() == pytest.approx(1.94 + 2 * 3.0)
+
+
+def test_the_full_rank_linear_model_learns_with_the_squared_hinge_and_resumes(tmp_path):
+    """configs/fast.yaml's way of training: LinearSVC's loss by Adagrad, lazily over rows."""
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
+    settings = {
+        "model.family": "linear",
+        "model.full_rank": True,
+        "model.separate_norms": True,
+        "model.char_ngram_buckets": 512,
+        "model.ngram_buckets": 512,
+        "model.hidden_layers": [],
+        "training.loss": "squared_hinge",
+        "training.optimizer": "adagrad",
+        "training.grad_clip": None,
+        "training.lr": 0.2,
+        "training.epochs": 3,
+        "training.patience": None,
+    }
+    cfg = small_config(tmp_path, **settings)
+    splits = load_splits(cfg.data, data, featurizer=make_featurizer(cfg))
+    result = train(cfg, splits, tmp_path / "straight")
+    assert result.test.balanced_accuracy >= 0.9
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] / 2
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, splits, tmp_path / "killed", callbacks=[InterruptAtEpoch(2)])
     train(cfg, splits, tmp_path / "killed", resume=True)
     assert_same_weights(tmp_path / "straight", tmp_path / "killed")

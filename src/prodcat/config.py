@@ -219,17 +219,43 @@ class LinearConfig(ModelConfig):
     their character n-grams and word bigrams, L2-normalised, into a linear layer.
 
     Every feature weighs its inverse document frequency (from the training rows); the bag is
-    projected to `embedding_dim` dimensions (a low-rank linear model: a full one over ~0.5 M
-    features and 1,588 categories would not fit a model folder).
+    projected to `embedding_dim` dimensions (a low-rank linear model), or, with `full_rank`,
+    scored by one weight per feature and category: scikit-learn's model, trained best with
+    `training.loss: squared_hinge` and `optimizer: adagrad` (`configs/fast.yaml`).
     """
 
     family: Literal["linear"] = "linear"
     embedding_dim: int = Field(300, ge=1)
+    full_rank: bool = Field(
+        False,
+        description="no projection: one weight per feature and category, as scikit-learn's "
+        "linear models have (embedding_dim is unused; the table is features x categories, "
+        "~1 GB for 400 k features and 632 categories)",
+    )
     char_ngram_buckets: int = Field(
         200_000, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
     )
     ngram_buckets: int = Field(200_000, ge=0, description="hashed word-bigram features (0: none)")
     idf: bool = Field(True, description="weigh each feature by its inverse document frequency")
+    separate_norms: bool = Field(
+        False,
+        description="L2-normalise the words (with their bigrams) and the character n-grams "
+        "each on its own, as a FeatureUnion of two TfidfVectorizers does (false: the whole bag "
+        "at once, ~150 n-grams then drowning ~10 words)",
+    )
+    min_count: int = Field(
+        1,
+        ge=1,
+        description="features seen fewer times in training weigh 0 (scikit-learn's min_df)",
+    )
+
+    @model_validator(mode="after")
+    def _full_rank_has_no_hidden_layers(self) -> LinearConfig:
+        if self.full_rank and self.hidden_layers:
+            raise ValueError(
+                "full_rank scores categories straight from the bag: hidden_layers must be []"
+            )
+        return self
 
 
 @model_config("cnn")

@@ -168,7 +168,11 @@ class TextClassifier(nn.Module):
         self.n_classes = n_classes
         self.embedder = self.build_embedder(featurizer)
         self.encoder_dim = self.build_encoder(self.embedder.dim)
-        self.head = mlp_head(self.encoder_dim, cfg.hidden_layers, n_classes, cfg.dropout)
+        self.head = self.build_head()
+
+    def build_head(self) -> nn.Module:
+        """The layers from the encoding to the categories' logits."""
+        return mlp_head(self.encoder_dim, self.cfg.hidden_layers, self.n_classes, self.cfg.dropout)
 
     def build_embedder(self, featurizer: Featurizer) -> nn.Module:
         """The component that turns ids into vectors; it has a `dim`."""
