@@ -2,7 +2,7 @@
 
 Run (from the repository root)::
 
-    .venv/bin/python benchmarks/optim_step.py            # configs/fast.yaml on the 51k titles
+    .venv/bin/python benchmarks/optim_step.py            # configs/mlp-ngrams.yaml, 51k titles
     .venv/bin/python benchmarks/optim_step.py --config configs/mlp.yaml --repeats 5
 
 Trains the same config twice per repeat on quality.py's split of meli-es-51k (80 %, 5 % of
@@ -99,7 +99,7 @@ def train_once(config: Path, split: Path, step) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fast.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mlp-ngrams.yaml")
     parser.add_argument("--split", type=Path, default=ROOT / "benchmarks" / "out" / "split")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
