@@ -34,7 +34,35 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], bool]] = {
 }
 
 
-class LazyAdam(torch.optim.Optimizer):
+class _LazyOptimizer(torch.optim.Optimizer):
+    """The loop LazyAdam and LazyAdagrad share: every parameter with a gradient, its state
+    made at its first step; `_update` moves it (all of it, or a sparse gradient's rows)."""
+
+    def _new_state(self, p: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def _update(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, **self._new_state(p))
+                state["step"] += 1
+                self._update(p, group, state)
+        return loss
+
+
+class LazyAdam(_LazyOptimizer):
     """Adam with L2 (`decoupled=False`) or decoupled (AdamW) weight decay."""
 
     def __init__(
@@ -49,59 +77,46 @@ class LazyAdam(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled)
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            decay, decoupled = group["weight_decay"], group["decoupled"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                bias1 = 1 - beta1 ** state["step"]
-                bias2 = math.sqrt(1 - beta2 ** state["step"])
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                if p.grad.is_sparse:
-                    # index_select and index_put_ on the coalesced (unique) rows: on CPU
-                    # 1.3-8x faster than `m[rows]`, index_copy_ and index_add_, with bit for
-                    # bit the same results.
-                    grad = p.grad.coalesce()
-                    rows, values = grad.indices()[0], grad.values()
-                    if decay:
-                        if decoupled:
-                            p.index_put_((rows,), p.index_select(0, rows).mul_(1 - lr * decay))
-                        else:
-                            values = values + decay * p.index_select(0, rows)
-                    m_rows = m.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
-                    v_rows = v.index_select(0, rows).mul_(beta2)
-                    v_rows.addcmul_(values, values, value=1 - beta2)
-                    m.index_put_((rows,), m_rows)
-                    v.index_put_((rows,), v_rows)
-                    update = m_rows / (v_rows.sqrt_().div_(bias2).add_(eps))
-                    p.index_put_((rows,), p.index_select(0, rows).add_(update, alpha=-lr / bias1))
-                    continue
-                grad = p.grad
-                if decay:
-                    if decoupled:
-                        p.mul_(1 - lr * decay)
-                    else:
-                        grad = grad.add(p, alpha=decay)
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                p.addcdiv_(m, v.sqrt().div_(bias2).add_(eps), value=-lr / bias1)
-        return loss
+    def _new_state(self, p: torch.Tensor) -> dict:
+        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+    def _update(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        decay, decoupled = group["weight_decay"], group["decoupled"]
+        bias1 = 1 - beta1 ** state["step"]
+        bias2 = math.sqrt(1 - beta2 ** state["step"])
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if p.grad.is_sparse:
+            # index_select and index_put_ on the coalesced (unique) rows: on CPU 1.3-8x
+            # faster than `m[rows]`, index_copy_ and index_add_, with bit for bit the same
+            # results.
+            grad = p.grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()
+            if decay:
+                if decoupled:
+                    p.index_put_((rows,), p.index_select(0, rows).mul_(1 - lr * decay))
+                else:
+                    values = values + decay * p.index_select(0, rows)
+            m_rows = m.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
+            v_rows = v.index_select(0, rows).mul_(beta2)
+            v_rows.addcmul_(values, values, value=1 - beta2)
+            m.index_put_((rows,), m_rows)
+            v.index_put_((rows,), v_rows)
+            update = m_rows / (v_rows.sqrt_().div_(bias2).add_(eps))
+            p.index_put_((rows,), p.index_select(0, rows).add_(update, alpha=-lr / bias1))
+            return
+        grad = p.grad
+        if decay:
+            if decoupled:
+                p.mul_(1 - lr * decay)
+            else:
+                grad = grad.add(p, alpha=decay)
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        p.addcdiv_(m, v.sqrt().div_(bias2).add_(eps), value=-lr / bias1)
 
 
-class LazyAdagrad(torch.optim.Optimizer):
+class LazyAdagrad(_LazyOptimizer):
     """Adagrad (L2 weight decay) that updates only a sparse gradient's rows, as `LazyAdam`.
 
     The same arithmetic as PyTorch's Adagrad (sum of squares, eps 1e-10; the same BAC to
@@ -120,43 +135,29 @@ class LazyAdagrad(torch.optim.Optimizer):
     ):
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["sum"] = torch.zeros_like(p)
-                state["step"] += 1
-                squares = state["sum"]
-                if p.grad.is_sparse:
-                    grad = p.grad
-                    rows = grad._indices()[0]
-                    if not (grad.is_coalesced() or bool((rows[1:] > rows[:-1]).all())):
-                        grad = grad.coalesce()
-                        rows = grad._indices()[0]
-                    values = grad._values()
-                    if decay:
-                        values = values + decay * p.index_select(0, rows)
-                    sum_rows = squares.index_select(0, rows).addcmul_(values, values)
-                    squares.index_put_((rows,), sum_rows)
-                    update = p.index_select(0, rows).addcdiv_(
-                        values, sum_rows.sqrt_().add_(eps), value=-lr
-                    )
-                    p.index_put_((rows,), update)
-                    continue
-                grad = p.grad if not decay else p.grad.add(p, alpha=decay)
-                squares.addcmul_(grad, grad)
-                p.addcdiv_(grad, squares.sqrt().add_(eps), value=-lr)
-        return loss
+    def _new_state(self, p: torch.Tensor) -> dict:
+        return {"sum": torch.zeros_like(p)}
+
+    def _update(self, p: torch.Tensor, group: dict, state: dict) -> None:
+        lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
+        squares = state["sum"]
+        if p.grad.is_sparse:
+            grad = p.grad
+            rows = grad._indices()[0]
+            if not (grad.is_coalesced() or bool((rows[1:] > rows[:-1]).all())):
+                grad = grad.coalesce()
+                rows = grad._indices()[0]
+            values = grad._values()
+            if decay:
+                values = values + decay * p.index_select(0, rows)
+            sum_rows = squares.index_select(0, rows).addcmul_(values, values)
+            squares.index_put_((rows,), sum_rows)
+            update = p.index_select(0, rows).addcdiv_(values, sum_rows.sqrt_().add_(eps), value=-lr)
+            p.index_put_((rows,), update)
+            return
+        grad = p.grad if not decay else p.grad.add(p, alpha=decay)
+        squares.addcmul_(grad, grad)
+        p.addcdiv_(grad, squares.sqrt().add_(eps), value=-lr)
 
 
 @torch.no_grad()
