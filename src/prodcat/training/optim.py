@@ -34,6 +34,17 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], bool]] = {
 }
 
 
+def _unique_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sparse gradient's row indices, each once, and their values. A gradient whose rows
+    already rise strictly (a deduplicated lookup's) is used as it is: coalescing it would
+    sort and copy its values for nothing."""
+    rows = grad._indices()[0]
+    if not (grad.is_coalesced() or bool((rows[1:] > rows[:-1]).all())):
+        grad = grad.coalesce()
+        rows = grad._indices()[0]
+    return rows, grad._values()
+
+
 class _LazyOptimizer(torch.optim.Optimizer):
     """The loop LazyAdam and LazyAdagrad share: every parameter with a gradient, its state
     made at its first step; `_update` moves it (all of it, or a sparse gradient's rows)."""
@@ -87,11 +98,9 @@ class LazyAdam(_LazyOptimizer):
         bias2 = math.sqrt(1 - beta2 ** state["step"])
         m, v = state["exp_avg"], state["exp_avg_sq"]
         if p.grad.is_sparse:
-            # index_select and index_put_ on the coalesced (unique) rows: on CPU 1.3-8x
-            # faster than `m[rows]`, index_copy_ and index_add_, with bit for bit the same
-            # results.
-            grad = p.grad.coalesce()
-            rows, values = grad.indices()[0], grad.values()
+            # index_select and index_put_ on the unique rows: on CPU 1.3-8x faster than
+            # `m[rows]`, index_copy_ and index_add_, with bit for bit the same results.
+            rows, values = _unique_rows(p.grad)
             if decay:
                 if decoupled:
                     p.index_put_((rows,), p.index_select(0, rows).mul_(1 - lr * decay))
@@ -122,8 +131,6 @@ class LazyAdagrad(_LazyOptimizer):
     The same arithmetic as PyTorch's Adagrad (sum of squares, eps 1e-10; the same BAC to
     the last digit), and configs/fast.yaml trained in 23.8 s where PyTorch's took 32.0 s:
     PyTorch's sparse path coalesces every gradient and builds three sparse tensors a step.
-    A gradient whose row indices already rise strictly (a deduplicated lookup's) is used
-    without coalescing it.
     """
 
     def __init__(
@@ -142,12 +149,7 @@ class LazyAdagrad(_LazyOptimizer):
         lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
         squares = state["sum"]
         if p.grad.is_sparse:
-            grad = p.grad
-            rows = grad._indices()[0]
-            if not (grad.is_coalesced() or bool((rows[1:] > rows[:-1]).all())):
-                grad = grad.coalesce()
-                rows = grad._indices()[0]
-            values = grad._values()
+            rows, values = _unique_rows(p.grad)
             if decay:
                 values = values + decay * p.index_select(0, rows)
             sum_rows = squares.index_select(0, rows).addcmul_(values, values)
