@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from prodcat.config import TokenizerConfig, build_config
     from prodcat.data.text import tokenize_to_lists
     from prodcat.data.vocab import Vocabulary, load_token_to_index
-    from prodcat.training.run import run
+    from prodcat.workflow import run
 
     paths = make_course_files(args.data, args.out / "data")
     with gzip.open(args.data, "rt", encoding="utf-8") as f:

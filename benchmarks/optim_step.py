@@ -81,7 +81,7 @@ CURRENT_STEP = LazyAdam.step
 
 def train_once(config: Path, split: Path, step) -> tuple[float, float]:
     from prodcat.config import build_config
-    from prodcat.training.run import run
+    from prodcat.workflow import run
 
     LazyAdam.step = step
     try:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from prodcat.config import build_config
     from prodcat.data.vectors import train_vectors
-    from prodcat.training.run import prepare_data, run
+    from prodcat.workflow import prepare_data, run
 
     started = time.perf_counter()
     _, _, train_path, test_path = make_split(args.data, args.out / "split")

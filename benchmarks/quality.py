@@ -194,7 +194,7 @@ def run_prodcat(
     CLI makes; `seed` is `training.seed` (the validation rows carved off stay the same)."""
     from prodcat import Classifier
     from prodcat.config import build_config
-    from prodcat.training.run import run
+    from prodcat.workflow import run
 
     output = folder / f"prodcat-{family}-seed{seed}"
     shutil.rmtree(output, ignore_errors=True)

@@ -62,7 +62,7 @@ def read_titles(path: Path) -> list[str]:
 
 def train_model(work: Path) -> Path:
     from prodcat.config import build_config
-    from prodcat.training.run import run
+    from prodcat.workflow import run
 
     output = work / "mlp"
     cfg = build_config(
@@ -129,7 +129,7 @@ def offline(clf, titles: list[str]) -> dict:
 
 def train_family(family: str, work: Path, rows: int) -> Path:
     from prodcat.config import build_config
-    from prodcat.training.run import run
+    from prodcat.workflow import run
 
     output = work / f"{family}-{rows}"
     if (output / "model.safetensors").is_file():

@@ -125,7 +125,7 @@ def child_family(args) -> None:
     import torch
 
     from prodcat.config import build_config
-    from prodcat.training.run import run
+    from prodcat.workflow import run
 
     family = args.child
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -215,7 +215,7 @@ def child_full_epoch(args) -> None:
     from prodcat.data.dataset import Split
     from prodcat.training import loop
     from prodcat.training.callbacks import Callback
-    from prodcat.training.run import prepare_data, run
+    from prodcat.workflow import prepare_data, run
 
     def emit(event: str, **figures) -> None:
         print(json.dumps({"event": event, "time": time.time(), **figures}), flush=True)

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from prodcat.config import build_config
-    from prodcat.data import sentence
-    from prodcat.models.e5 import bundled_e5_path, import_e5
-    from prodcat.training.run import run
+    from prodcat.encoders import sentence
+    from prodcat.encoders.e5 import bundled_e5_path, import_e5
+    from prodcat.workflow import run
 
     train_rows, test_rows, train_path, test_path = make_split(DATA, args.out / "split")
     results = []

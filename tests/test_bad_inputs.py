@@ -246,7 +246,7 @@ ACCEPTED = {
 @pytest.mark.parametrize("name", list(ACCEPTED))
 def test_an_unusual_but_valid_file_is_accepted_and_read_right(name, tmp_path, train_cli):
     from prodcat.config import load_config
-    from prodcat.data.featurizer import make_featurizer
+    from prodcat.workflow.train import make_featurizer
 
     content, title, tokens = ACCEPTED[name]
     path = tmp_path / name

@@ -21,7 +21,7 @@ from prodcat.compare.sweep import Sweep, run_sweep
 from prodcat.errors import ConfigError
 from prodcat.training.callbacks import Callback
 from prodcat.training.result import RunResult, Scores
-from prodcat.training.run import run
+from prodcat.workflow import run
 from tests.test_training import small_config, write_titles
 
 

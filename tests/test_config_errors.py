@@ -11,7 +11,14 @@ BAD_OVERRIDES = {
     "unknown key": (["training.lrr=0.1"], "training.lrr: Extra inputs are not permitted"),
     "unknown section": (["trainig.lr=0.1"], "trainig: Extra inputs are not permitted"),
     "unknown nested key": (["data.tokenizer.lower=true"], "data.tokenizer.lower: Extra"),
-    "key of another family": (["model.hidden_size=64"], "model.hidden_size: Extra"),
+    "key of another family": (
+        ["model.hidden_size=64"],
+        "model.hidden_size: not a setting of the mlp family",
+    ),
+    "word setting on a transformer": (
+        ["model.family=transformer", "model.pretrained=minilm", "model.embedding_dim=64"],
+        "model.embedding_dim: not a setting of the transformer family",
+    ),
     "text for a number": (["training.lr=fast"], "training.lr: Input should be a valid number"),
     "text for an integer": (["training.epochs=ten"], "training.epochs: Input should be"),
     "float for an integer": (["training.epochs=2.5"], "training.epochs: Input should be"),

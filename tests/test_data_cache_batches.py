@@ -25,7 +25,7 @@ def titles_file(write_csv):
 @pytest.fixture
 def forbid_tokenize(monkeypatch):
     """Make any further tokenising by a featurizer fail, to observe that none happens."""
-    from prodcat.data.featurizer import VocabularyFeaturizer
+    from prodcat.data.featurizers import VocabularyFeaturizer
 
     def forbid() -> None:
         def pieces(*args, **kwargs):

@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from prodcat.config import build_config
-from prodcat.training.run import run
+from prodcat.workflow import run
 from tests.test_training import write_titles
 
 SETTINGS = {

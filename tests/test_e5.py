@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodcat.errors import DataError
-from prodcat.models.e5 import (
+from prodcat.encoders.e5 import (
     E5Vocabulary,
     build_tokenizer,
     bundled_e5_path,
@@ -27,6 +26,7 @@ from prodcat.models.e5 import (
     precompiled_charsmap,
     read_e5_weights,
 )
+from prodcat.errors import DataError
 from tests.conftest import SHARED_DATA
 
 REFERENCE = Path(__file__).parent / "data" / "e5_engine_reference.npz"

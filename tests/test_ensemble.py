@@ -11,7 +11,7 @@ import torch
 
 from prodcat.config import build_config
 from prodcat.errors import ConfigError
-from prodcat.training.run import run
+from prodcat.workflow import run
 from tests.test_training import WORDS, small_overrides, write_titles
 
 TITLES = ["Placa Sonido Usb Behringer", "Disco Freno Ventilado", "Mochila Bebe", "Usb Bebe Freno"]
@@ -41,8 +41,8 @@ def trained_ensemble(tmp_path_factory):
 
 
 def test_trained_ensemble_folder_round_trip(trained_ensemble):
-    from prodcat.models.ensemble import EnsembleBatch
-    from prodcat.serving.predictor import Classifier, EnsembleClassifier
+    from prodcat.models.ensemble import EnsembleModel, MemberReader
+    from prodcat.serving.predictor import Classifier
 
     root, result = trained_ensemble
     folder = root / "model"
@@ -63,15 +63,15 @@ def test_trained_ensemble_folder_round_trip(trained_ensemble):
         )
     assert json.loads((folder / "metrics.json").read_text())["family"] == "ensemble"
 
-    clf = Classifier.load(folder)
-    assert isinstance(clf, EnsembleClassifier)
+    clf = Classifier.load(folder)  # the one Classifier, whatever the folder holds
+    assert type(clf) is Classifier and isinstance(clf.model, EnsembleModel)
+    assert isinstance(clf.reader, MemberReader) and len(clf.reader.members) == 2
     assert set(clf.categories) == set(WORDS)
     probs = clf.predict_proba(TITLES)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     # The model in memory after training gives the reloaded folder's probabilities.
     with torch.no_grad():
-        batch = EnsembleBatch([member.batch(TITLES) for member in clf.members])
-        logits = result.model(batch) / result.temperature
+        logits = result.model(clf.batch(TITLES)) / result.temperature
     np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), probs, rtol=1e-4, atol=1e-6)
     again = Classifier.load(folder)
     np.testing.assert_array_equal(again.predict_proba(TITLES), probs)
@@ -107,7 +107,7 @@ def test_prodcat_ensemble_combines_trained_folders(trained_ensemble, run_cli, tm
     assert summary["validation"]["rows"] == 32
     assert sum(summary["weights"]) == pytest.approx(1)
     combined = Classifier.load(out_dir)
-    assert combined.spec.fitted_on == "validation.jsonl"
+    assert combined.model.fitted_on == "validation.jsonl"
     assert len(combined.predict(TITLES)) == len(TITLES)
     # Without a validation file: equal weights, no temperature beyond the members'.
     code, out, err = run_cli(["ensemble", *members, "--output", str(tmp_path / "eq"), "--json"])

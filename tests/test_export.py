@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,8 @@ FAMILIES = {
     "gru": {"model.hidden_size": 8, "model.bidirectional": True, "model.pooling": "mean"},
 }
 EDGE_TITLES = ["", "   ", "x", "Ñandú " * 200, "Placa De Sonido - Behringer Umc22"]
+
+LEGACY = Path(__file__).parent / "data" / "legacy-folders"
 
 
 def sample_titles() -> list[str]:
@@ -200,10 +203,10 @@ def test_user_mistakes_are_one_line_errors(small_model, tmp_path, run_cli):
         ["predict", str(small_model), "Bolso", "--runtime", "onnx"] + ["--onnx", str(not_onnx)]
     )
     assert code == 2 and "not a readable ONNX model" in err and len(err.splitlines()) <= 3
-    # A family whose network cannot be exported is named in the message.
-    folder = tmp_path / "transformer"
-    folder.mkdir()
-    cfg = build_config(overrides={"model.family": "transformer", "model.model_path": "bert"})
-    (folder / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    code, _, err = run_cli(["export", str(folder)])
-    assert code == 2 and "not 'transformer'" in err and "mlp, cnn, lstm, gru" in err
+    # A family whose network cannot be exported says so, and why.
+    for family, why in (("transformer", "tokenizer"), ("ensemble", "separate networks")):
+        folder = tmp_path / family
+        shutil.copytree(LEGACY / family, folder)
+        code, _, err = run_cli(["export", str(folder)])
+        assert code == 2 and f"the {family} family cannot be exported" in err and why in err
+        assert len(err.splitlines()) == 1

@@ -39,6 +39,8 @@ TIMING = ("seconds", "titles_per_second", "data_wait_share")  # the metrics that
 
 def train_command(root: Path, output: str, uri: str | None, **extra) -> list[str]:
     settings = {**SETTINGS, "data.cache_dir": str(root / "cache"), **extra}
+    if "model.members" in extra:  # an ensemble: the word settings are its members'
+        settings = {k: v for k, v in settings.items() if not k.startswith("model.") or k in extra}
     if uri:
         settings["tracking.uri"] = uri
     command = [sys.executable, "-m", "prodcat", "train", "--train", str(root / "train.jsonl")]

@@ -11,7 +11,8 @@ import pytest
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
 from prodcat.errors import ProdcatError
-from prodcat.models.folder import WEIGHTS, load_model_folder
+from prodcat.models.base import WEIGHTS
+from prodcat.models.folder import load_model_folder
 from prodcat.models.manifest import MANIFEST
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.loop import train
@@ -79,7 +80,7 @@ def test_truncated_weights_without_a_manifest_are_a_clear_error(model):
 
 
 def test_a_run_killed_while_saving_leaves_no_finished_looking_folder(tmp_path, monkeypatch):
-    import prodcat.training.loop as loop
+    import prodcat.training.finish as finish
 
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=10)
     cfg = build_config(overrides=small_overrides(tmp_path, **{"training.epochs": 1}))
@@ -88,7 +89,7 @@ def test_a_run_killed_while_saving_leaves_no_finished_looking_folder(tmp_path, m
     def killed(history, folder):
         raise KeyboardInterrupt  # as a kill while the plots are drawn
 
-    monkeypatch.setattr(loop, "plot_history", killed)
+    monkeypatch.setattr(finish, "plot_history", killed)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, splits, tmp_path / "run")
     names = {p.name for p in (tmp_path / "run").iterdir()}

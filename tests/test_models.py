@@ -8,19 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from prodcat import Classifier
+from prodcat import Classifier, registry
 from prodcat.config import build_config
 from prodcat.data.batches import Batch
-from prodcat.data.dataset import load_splits
-from prodcat.data.featurizer import VocabularyFeaturizer, make_featurizer
-from prodcat.registry import families, get_family
-from prodcat.training.loop import train
+from prodcat.data.featurizers import VocabularyFeaturizer
+from prodcat.registry import families
+from prodcat.workflow import run
+from prodcat.workflow.train import make_featurizer
 
 TINY = {
     "model.embedding_dim": 16,
     "model.hidden_layers": [16],
     "model.dropout": 0.0,
 }
+NO_TABLE = ("encoder", "transformer")  # families without a word table
+WORD_TABLE = ("model.hidden_layers", "model.dropout")  # what every family's head has
 FAMILY_TINY = {
     "encoder": {"training.lr": 0.01},
     "transformer": {"training.lr": 0.01, "model.hidden_layers": []},
@@ -41,7 +43,12 @@ TITLES = [
 
 
 def tiny_config(family: str, tmp_path, **extra):
-    overrides = {"model.family": family, **TINY, **FAMILY_TINY.get(family, {}), **extra}
+    if family == "ensemble":  # a model of two tiny models
+        members = [{"family": "mlp", "embedding_dim": 16}, {"family": "cnn", "embedding_dim": 16}]
+        overrides = {"model.family": "ensemble", "model.members": members, **extra}
+    else:
+        tiny = {k: v for k, v in TINY.items() if k in WORD_TABLE or family not in NO_TABLE}
+        overrides = {"model.family": family, **tiny, **FAMILY_TINY.get(family, {}), **extra}
     if family == "transformer":
         from tests.test_transformer import make_tiny_bert
 
@@ -69,12 +76,22 @@ def needs_encoder_package(family):
 
 
 # The encoder and transformer families read their own inputs: their forward checks are
-# test_the_encoder_family_builds... below and tests/test_transformer.py.
-@pytest.mark.parametrize("family", [f for f in families() if f not in ("encoder", "transformer")])
+# test_the_encoder_family_builds... below and tests/test_transformer.py; an ensemble is built
+# from its members' runs (test_overfits... below, and tests/test_ensemble.py).
+FORWARDED = [f for f in families() if f not in ("encoder", "transformer", "ensemble")]
+
+
+def test_every_built_in_family_is_registered():
+    assert families() == [
+        "cnn", "encoder", "ensemble", "gru", "linear", "lstm", "mlp", "transformer",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FORWARDED)
 def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
     cfg = tiny_config(family, tmp_path)
     featurizer = VocabularyFeaturizer.from_tokens([f"w{i}" for i in range(28)])
-    model = get_family(family)(cfg.model, n_classes=5, featurizer=featurizer)
+    model = registry.family(family).model(cfg.model, n_classes=5, featurizer=featurizer)
     batch = Batch(
         input_ids=torch.tensor([[2, 3, 4, 5], [6, 7, 0, 0], [8, 0, 0, 0], [0, 0, 0, 0]]),
         lengths=torch.tensor([4, 2, 1, 0]),
@@ -92,12 +109,11 @@ def test_builds_from_config_and_forwards_a_padded_batch(family, tmp_path):
 
 @pytest.mark.parametrize("family", ["mlp", "cnn", "lstm"])
 def test_word_families_forward_words_with_their_character_ngrams(family, tmp_path):
-    from prodcat.data.featurizer import NgramFeaturizer
 
     cfg = tiny_config(family, tmp_path, **NGRAMS)
-    featurizer = NgramFeaturizer.from_config(cfg.data, cfg.model)
+    featurizer = make_featurizer(cfg)
     featurizer.vocabulary = VocabularyFeaturizer.from_tokens(["bolso", "cuero"]).vocabulary
-    model = get_family(family)(cfg.model, n_classes=3, featurizer=featurizer).eval()
+    model = registry.family(family).model(cfg.model, n_classes=3, featurizer=featurizer).eval()
     batch = featurizer(["Bolso Cuero", "bolsos", "cueros bolso cuero"])
     assert batch.input_ids.shape == (3, 3 * 7) and batch.lengths.tolist() == [2, 1, 3]
     logits = model(batch)
@@ -109,15 +125,14 @@ def test_word_families_forward_words_with_their_character_ngrams(family, tmp_pat
 
 
 def test_the_linear_family_is_an_idf_weighted_normalised_bag(tmp_path):
-    from prodcat.data.featurizer import NgramFeaturizer
 
     cfg = tiny_config(
         "linear", tmp_path, **{"model.char_ngram_buckets": 64, "model.ngram_buckets": 0}
     )
-    featurizer = NgramFeaturizer.from_config(cfg.data, cfg.model)
+    featurizer = make_featurizer(cfg)
     featurizer.fit(["[PAD]", "[UNK]", "cuero", "bolso"], np.array([0, 0, 50, 2]))
     featurizer.fitted_rows = 60
-    model = get_family("linear")(cfg.model, n_classes=3, featurizer=featurizer).eval()
+    model = registry.family("linear").model(cfg.model, n_classes=3, featurizer=featurizer).eval()
     model.initialise(featurizer)
     common, rare = (int(i) for i in featurizer.ids(["cuero", "bolso"])[:, 0])
     idf = model.embedder.idf
@@ -137,15 +152,14 @@ def test_the_linear_family_is_an_idf_weighted_normalised_bag(tmp_path):
 
 def linear_model(tmp_path, **extra):
     """A linear model over "cuero" (seen 50 times in 60 titles) and "bolso" (twice)."""
-    from prodcat.data.featurizer import NgramFeaturizer
 
     cfg = tiny_config(
         "linear", tmp_path, **{"model.char_ngram_buckets": 64, "model.ngram_buckets": 0, **extra}
     )
-    featurizer = NgramFeaturizer.from_config(cfg.data, cfg.model)
+    featurizer = make_featurizer(cfg)
     featurizer.fit(["[PAD]", "[UNK]", "cuero", "bolso"], np.array([0, 0, 50, 2]))
     featurizer.fitted_rows = 60
-    model = get_family("linear")(cfg.model, n_classes=3, featurizer=featurizer).eval()
+    model = registry.family("linear").model(cfg.model, n_classes=3, featurizer=featurizer).eval()
     model.initialise(featurizer)
     return model, featurizer
 
@@ -189,7 +203,7 @@ def test_the_encoder_family_builds_and_forwards_title_vectors(tmp_path):
     cfg = tiny_config("encoder", tmp_path)
     featurizer = make_featurizer(cfg)
     featurizer._dim = 12  # a built encoder's width; nothing is encoded here
-    model = get_family("encoder")(cfg.model, n_classes=5, featurizer=featurizer)
+    model = registry.family("encoder").model(cfg.model, n_classes=5, featurizer=featurizer)
     vectors = torch.randn(4, 12)
     model.eval()
     logits = model(Batch(torch.zeros(4, 0, dtype=torch.int64), torch.zeros(4), features=vectors))
@@ -226,16 +240,16 @@ def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(variant, tmp
         },
     )
     # The same rows for training, validation and test: this measures memorisation.
-    featurizer = make_featurizer(cfg)
-    splits = load_splits(cfg.data, tiny_file, tiny_file, tiny_file, featurizer=featurizer)
-    result = train(cfg, splits, tmp_path / "model")
+    for split in ("train", "validation", "test"):
+        setattr(cfg.data, split, tiny_file)
+    result = run(cfg, tmp_path / "model")
     assert result.test.accuracy == 1.0
 
     titles = [t for t, _ in TITLES]
     clf = Classifier.load(tmp_path / "model")
     assert clf.predict(titles) == [c for _, c in TITLES]
     with torch.no_grad():
-        in_memory = torch.softmax(result.model.cpu()(clf.featurizer(titles)), 1).numpy()
+        in_memory = torch.softmax(result.model.cpu()(clf.batch(titles)), 1).numpy()
     np.testing.assert_allclose(clf.predict_proba(titles), in_memory, rtol=1e-6, atol=1e-7)
     top = clf.predict_top_k(titles[:1], 2)[0]
     assert top[0][0] == "SOUND_CARDS" and len(top) == 2 and top[0][1] >= top[1][1]
@@ -244,7 +258,7 @@ def test_overfits_a_tiny_batch_and_reloads_to_identical_predictions(variant, tmp
 def test_embeddings_start_small_and_trainable(tmp_path):
     cfg = tiny_config("mlp", tmp_path)
     featurizer = VocabularyFeaturizer.from_tokens([f"w{i}" for i in range(8)])
-    model = get_family("mlp")(cfg.model, n_classes=3, featurizer=featurizer)
+    model = registry.family("mlp").model(cfg.model, n_classes=3, featurizer=featurizer)
     assert model.embedder.tokens.weight.requires_grad
     # Small start (uniform within ±1/dim) and a zero [PAD] row.
     weight = model.embedder.tokens.weight

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from prodcat.config import TokenizerConfig
 from prodcat.data.batches import batch_order, bucket_by_length, iterate_batches
-from prodcat.data.featurizer import VocabularyFeaturizer
+from prodcat.data.featurizers import VocabularyFeaturizer
 from prodcat.data.text import positions_in_rows, tokenize, tokenize_to_lists
 from prodcat.data.vocab import PAD, UNK, Vocabulary
 

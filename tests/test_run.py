@@ -16,7 +16,7 @@ from prodcat.training.callbacks import Callback, Callbacks
 from prodcat.training.loop import train
 from prodcat.training.ranks import Rank
 from prodcat.training.result import RunResult
-from prodcat.training.run import run
+from prodcat.workflow import run
 from tests.test_training import small_config, write_titles
 
 

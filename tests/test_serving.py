@@ -22,10 +22,12 @@ import torch
 
 from prodcat import Classifier
 from prodcat.config import TokenizerConfig
+from prodcat.data.batches import Batch
+from prodcat.data.featurizers import TokenFeaturizer
+from prodcat.data.python_tokenizer import tokenize_title
 from prodcat.data.text import tokenize_to_lists
 from prodcat.serving.batcher import MicroBatcher
 from prodcat.serving.predict_files import ProgressLine
-from prodcat.serving.title_encoder import tokenize_title
 from tests.test_training import WORDS
 
 try:  # the `serve` extra
@@ -260,16 +262,18 @@ def test_title_tokenizer_edge_cases(setting):
 
 def test_fast_path_gives_the_batch_paths_ids_and_probabilities(clf):
     titles = TITLES + ["", "Ñandú 220v ÁÉÍ", "x " * 100]
-    assert clf.title_encoder is not None
+    fast_path = clf.featurizer.title_encoder()  # what the featurizer takes for a few titles
+    arrow = TokenFeaturizer.encode  # the path of many titles, and the cache's
     for title in titles:
-        fast = clf.title_encoder.encode([title])
-        arrow = clf.featurizer.encode([title])
-        assert np.array_equal(fast[0], arrow[0]) and np.array_equal(fast[1], arrow[1]), title
-    fast_matrix, fast_lengths = clf.title_encoder.encode(titles)
-    arrow_matrix, arrow_lengths = clf.featurizer.encode(titles)
+        fast = fast_path.encode([title])
+        slow = arrow(clf.featurizer, [title])
+        assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1]), title
+    fast_matrix, fast_lengths = fast_path.encode(titles)
+    arrow_matrix, arrow_lengths = arrow(clf.featurizer, titles)
     assert np.array_equal(fast_matrix, arrow_matrix) and np.array_equal(fast_lengths, arrow_lengths)
     with torch.inference_mode():
-        arrow_probs = torch.softmax(clf.model(clf.featurizer(titles)), dim=1).numpy()
+        batch = Batch(torch.from_numpy(arrow_matrix), torch.from_numpy(arrow_lengths))
+        arrow_probs = torch.softmax(clf.model(batch), dim=1).numpy()
     single = np.concatenate([clf.predict_proba(t) for t in titles])
     np.testing.assert_allclose(single, arrow_probs, atol=1e-6)
     assert clf.predict(titles) == [clf.categories[i] for i in arrow_probs.argmax(1)]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import prodcat
-from prodcat.tracking.tracker import default_run_name, file_digest
-from prodcat.training.run import run
+from prodcat.tracking.metadata import default_run_name, file_digest
+from prodcat.workflow import run
 from tests.test_training import small_config, write_titles
 
 LR = 0.05

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from prodcat.cli.main import main
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
-from prodcat.data.featurizer import make_featurizer
 from prodcat.training.callbacks import Callback
 from prodcat.training.checkpoint import CHECKPOINT, load_checkpoint
 from prodcat.training.loop import train
+from prodcat.workflow.train import make_featurizer
 
 WORDS = {
     "SOUND_CARDS": "placa sonido audio interfaz usb behringer focusrite",

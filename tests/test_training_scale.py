@@ -16,12 +16,12 @@ from safetensors.torch import load_file
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
 from prodcat.errors import ConfigError
-from prodcat.training import loop
+from prodcat.training import finish, loop
 from prodcat.training.batch_size import auto_batch_size, largest_fitting
 from prodcat.training.callbacks import Callback
 from prodcat.training.checkpoint import load_checkpoint
 from prodcat.training.ema import WeightAverage
-from prodcat.training.loop import _Plan, epoch_batches, train, validation_sample
+from prodcat.training.loop import Plan, epoch_batches, train, validation_sample
 from prodcat.training.ranks import Rank
 from tests.test_distributed import torchrun_command
 from tests.test_training import small_config, write_titles
@@ -43,7 +43,7 @@ def test_epochs_of_rows_cut_the_stream_of_shuffled_passes(titles):
     _, _, splits = titles
     train_split = splits.train
     passes = train_split.num_batches(16)  # 8 batches of 128 rows
-    plan = _Plan.of(small_config(titles[0], **{"training.epoch_rows": 48}), passes, 16)
+    plan = Plan.of(small_config(titles[0], **{"training.epoch_rows": 48}).training, passes, 16)
     assert plan.epoch_batches == 3 and plan.steps_per_epoch == 3
     # Epochs 1 to 4 are batches 0-11 of the stream: all of pass 1, then pass 2's first 4.
     by_epochs = [b for e in range(1, 5) for b in epoch_batches(train_split, plan, e, 0, 3, 16)]
@@ -58,12 +58,12 @@ def test_epochs_of_rows_cut_the_stream_of_shuffled_passes(titles):
 
 def test_max_steps_sets_the_run_length_and_cuts_the_last_epoch():
     cfg = build_config(overrides={"training.max_steps": 7, "training.epoch_rows": 48})
-    plan = _Plan.of(cfg, 8, 16)
+    plan = Plan.of(cfg.training, 8, 16)
     assert (plan.epochs, plan.total_steps) == (3, 7)
     assert [plan.batches_in(e) for e in (1, 2, 3)] == [3, 3, 1]
     accumulated = cfg.model_copy(deep=True)
     accumulated.training.gradient_accumulation = 2
-    plan = _Plan.of(accumulated, 8, 16)  # 2 steps an epoch (3 batches: 2 + 1)
+    plan = Plan.of(accumulated.training, 8, 16)  # 2 steps an epoch (3 batches: 2 + 1)
     assert (plan.epochs, plan.batches_in(4)) == (4, 2)
 
 
@@ -241,7 +241,8 @@ def test_epochs_score_a_fixed_sample_and_the_end_scores_all_validation_rows(
         scored.append(len(split))
         return evaluate(model, split, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate_split", counting)
+    monkeypatch.setattr(loop, "evaluate_split", counting)  # the epochs'
+    monkeypatch.setattr(finish, "evaluate_split", counting)  # the end's
     cfg = small_config(
         folder, **{"training.epochs": 2, "training.validation_rows_during": 6, "training.lr": 0.01}
     )
@@ -253,7 +254,7 @@ def test_epochs_score_a_fixed_sample_and_the_end_scores_all_validation_rows(
     assert result.validation.balanced_accuracy == pytest.approx(scores["balanced_accuracy"])
     assert result.validation.accuracy == pytest.approx(scores["accuracy"])
     # The tracker's final validation figures are those of all rows, not the last sample's.
-    from prodcat.tracking.tracker import MlflowTracker
+    from prodcat.tracking.mlflow_store import MlflowRun as MlflowTracker
 
     tracker = MlflowTracker.__new__(MlflowTracker)  # no MLflow: only what it would log
     tracker._sampled, logged = True, {}
@@ -320,7 +321,7 @@ FAILING_RANK = """
 import sys
 from prodcat.config import build_config
 from prodcat.training.callbacks import Callback
-from prodcat.training.run import run
+from prodcat.workflow import run
 
 
 class FailOnRankOne(Callback):

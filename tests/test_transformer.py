@@ -13,8 +13,8 @@ import torch
 from prodcat import Classifier
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
-from prodcat.data.featurizer import make_featurizer
 from prodcat.training.loop import train
+from prodcat.workflow.train import make_featurizer
 from tests.test_training import WORDS, assert_same_weights, write_titles
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

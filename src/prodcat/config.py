@@ -1,14 +1,17 @@
-"""Every schema of prodcat: pydantic models, YAML files and dotted `--set` overrides.
+"""prodcat's config: the sections of a run (pydantic models), YAML files and dotted `--set`
+overrides.
 
-Unknown keys are errors, so a typo in a config or an override fails loudly. This module
-imports nothing else from prodcat but its errors, so any part of the package can take a
-typed config without importing the data layer or torch.
+Unknown keys are errors, so a typo in a config or an override fails loudly. The `model:`
+section is checked by the schema its family registered (`prodcat.registry`; each family's
+settings live in the family's file). This module imports nothing else from prodcat but its
+errors and the registry, so any part of the package can take a typed config without
+importing the data layer or torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -17,10 +20,12 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from prodcat import registry
 from prodcat.errors import ConfigError
 
 Size = float | int  # a fraction of the rows (< 1) or a row count (>= 1)
@@ -130,288 +135,32 @@ class DataConfig(StrictModel):
         return value
 
 
-MODEL_CONFIGS: dict[str, type[ModelConfig]] = {}
-
-
-def model_config(family: str):
-    """Class decorator: the config schema of the model family `family`."""
-
-    def wrap(cls: type[ModelConfig]) -> type[ModelConfig]:
-        MODEL_CONFIGS[family] = cls
-        return cls
-
-    return wrap
-
-
 class ModelConfig(StrictModel):
-    """Settings every family shares: embedder -> encoder -> head."""
+    """The `model:` section: `family` names the model family, whose own config (a subclass,
+    in the family's file, `prodcat.registry`) holds the family's settings and only them."""
 
     family: str = "mlp"
-    embedding_dim: int = Field(200, ge=1)
-    ngram_buckets: int = Field(
-        0, ge=0, description="hashed word-bigram embeddings added to the tokens (0: none)"
-    )
-    # fastText's subword features: a word's vector is the mean of its own embedding and those
-    # of the character n-grams of "<word>", hashed into this many rows. Words never seen in
-    # training (brands, model codes, typos) then still have a vector built from their parts.
-    char_ngram_buckets: int = Field(
-        0, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
-    )
-    char_ngram_min: int = Field(3, ge=1, description="shortest character n-gram")
-    char_ngram_max: int = Field(5, ge=1, description="longest character n-gram")
-    char_ngrams_per_word: int = Field(
-        40, ge=1, description="n-grams kept per word (the shortest first)"
-    )
-    word_dropout: float = Field(
-        0.0, ge=0, lt=1, description="share of a title's words hidden at random in training"
-    )
-    freeze_embeddings: bool = Field(False, description="keep the pretrained vectors as they are")
-    sparse_embeddings: bool = Field(
-        True, description="update only the embedding rows a batch uses (much faster)"
-    )
-    pretrained_embeddings: Path | None = Field(
-        None, description="word vectors (word2vec/fastText text, or .bin) to start from"
-    )
-    embedding_dropout: float = Field(0.0, ge=0, lt=1)
-    # A linear head over the encoding: deeper heads overfit tens of thousands of titles.
-    hidden_layers: list[int] = Field(default_factory=list)
-    dropout: float = Field(0.0, ge=0, lt=1)
-
-    @property
-    def featurizer(self) -> str:
-        """The kind of featurizer (prodcat.data.featurizer) the family's model reads."""
-        return "ngrams" if self.char_ngram_buckets else "vocabulary"
-
-    @model_validator(mode="after")
-    def _ngram_sizes(self) -> ModelConfig:
-        if self.char_ngram_min > self.char_ngram_max:
-            raise ValueError(
-                f"char_ngram_min ({self.char_ngram_min}) is above char_ngram_max "
-                f"({self.char_ngram_max})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _frozen_needs_vectors(self) -> ModelConfig:
-        if self.freeze_embeddings and self.pretrained_embeddings is None:
-            raise ValueError(
-                "freeze_embeddings needs pretrained_embeddings (frozen random vectors learn "
-                "nothing)"
-            )
-        return self
 
 
-@model_config("mlp")
-class MLPConfig(ModelConfig):
-    """Mean (or max) of the title's word embeddings."""
+class UncheckedModelConfig(ModelConfig):
+    """A saved model section read without its family's schema: `family` and the other keys
+    as they are. What a reader of a model folder gets when it imports no family (the ONNX
+    runtime, which needs no torch, reads only the data section and the featurizer's file)."""
 
-    family: Literal["mlp"] = "mlp"
-    # sqrt_sum: the sum over sqrt(tokens), the NNLM sentence encoders' pooling; with frozen
-    # pretrained vectors it is the study's averaged-word-vectors encoder.
-    pooling: Literal["mean", "max", "mean+max", "sqrt_sum"] = Field(
-        "mean", description="over the title's tokens"
-    )
+    model_config = ConfigDict(extra="allow")
 
 
-@model_config("linear")
-class LinearConfig(ModelConfig):
-    """The classical baseline as a prodcat model: a TF-IDF-like bag of the title's words,
-    their character n-grams and word bigrams, L2-normalised, into a linear layer.
-
-    Every feature weighs its inverse document frequency (from the training rows); the bag is
-    projected to `embedding_dim` dimensions (a low-rank linear model), or, with `full_rank`,
-    scored by one weight per feature and category: scikit-learn's model, trained best with
-    `training.loss: squared_hinge` and `optimizer: adagrad` (`configs/fast.yaml`).
-    """
-
-    family: Literal["linear"] = "linear"
-    embedding_dim: int = Field(300, ge=1)
-    full_rank: bool = Field(
-        False,
-        description="no projection: one weight per feature and category, as scikit-learn's "
-        "linear models have (embedding_dim is unused; the table is features x categories, "
-        "~1 GB for 400 k features and 632 categories)",
-    )
-    char_ngram_buckets: int = Field(
-        200_000, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
-    )
-    ngram_buckets: int = Field(200_000, ge=0, description="hashed word-bigram features (0: none)")
-    idf: bool = Field(True, description="weigh each feature by its inverse document frequency")
-    separate_norms: bool = Field(
-        False,
-        description="L2-normalise the words (with their bigrams) and the character n-grams "
-        "each on its own, as a FeatureUnion of two TfidfVectorizers does (false: the whole bag "
-        "at once, ~150 n-grams then drowning ~10 words)",
-    )
-    min_count: int = Field(
-        1,
-        ge=1,
-        description="features seen fewer times in training weigh 0 (scikit-learn's min_df)",
-    )
-
-    @model_validator(mode="after")
-    def _full_rank_has_no_hidden_layers(self) -> LinearConfig:
-        if self.full_rank and self.hidden_layers:
-            raise ValueError(
-                "full_rank scores categories straight from the bag: hidden_layers must be []"
-            )
-        return self
-
-
-@model_config("cnn")
-class CNNConfig(ModelConfig):
-    """Convolutions of several widths, max-pooled over time."""
-
-    family: Literal["cnn"] = "cnn"
-    filters_length: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
-    num_filters: int = Field(128, ge=1, description="filters per width")
-
-
-@model_config("lstm")
-class RNNConfig(ModelConfig):
-    """A recurrent encoder (LSTM; GRUConfig for a GRU)."""
-
-    family: Literal["lstm"] = "lstm"
-    hidden_size: int = Field(128, ge=1)
-    num_layers: int = Field(1, ge=1)
-    bidirectional: bool = True
-    rnn_dropout: float = Field(0.0, ge=0, lt=1, description="between stacked layers")
-    pooling: Literal["last", "mean", "max"] = "max"
-
-
-@model_config("gru")
-class GRUConfig(RNNConfig):
-    family: Literal["gru"] = "gru"  # type: ignore[assignment]
-
-
-@model_config("transformer")
-class TransformerConfig(ModelConfig):
-    """A pretrained transformer (BERT / RoBERTa / XLM-R style) fine-tuned end to end with its
-    own tokenizer, a head over its pooled output. The word-embedding settings do not apply."""
-
-    featurizer: ClassVar[str] = "subword"
-
-    family: Literal["transformer"] = "transformer"
-    pretrained: Literal["e5", "minilm"] | None = Field(
-        None, description="a bundled model (e5: multilingual E5-small; minilm: English MiniLM)"
-    )
-    model_path: Path | None = Field(None, description="a local transformers folder")
-    pooling: Literal["cls", "mean"] = "mean"
-    text_prefix: str = Field("", description='put before each title (E5 reads "query: ")')
-    gradient_checkpointing: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TransformerConfig:
-        if (self.pretrained is None) == (self.model_path is None):
-            raise ValueError("give exactly one of model.pretrained and model.model_path")
-        return self
-
-
-@model_config("encoder")
-class EncoderConfig(ModelConfig):
-    """A frozen pretrained sentence encoder turns each title into one vector; the head
-    (hidden_layers, dropout) classifies it. The word-embedding settings do not apply."""
-
-    featurizer: ClassVar[str] = "sentence"
-
-    family: Literal["encoder"] = "encoder"
-    encoder: Literal["use", "e5", "minilm", "transformers"] = Field(
-        "use",
-        description="use: multilingual USE (512-d); e5: multilingual E5-small (384-d); "
-        "minilm: English MiniLM (384-d); transformers: the local folder encoder_path",
-    )
-    encoder_path: Path | None = Field(None, description="a sentence-transformers folder")
-    text_prefix: str | None = Field(
-        None, description='put before each title (None: "query: " for e5, nothing otherwise)'
-    )
-    max_length: int = Field(64, ge=1, description="pieces of a title the encoder reads")
-    normalize: bool = Field(True, description="L2-normalise the vectors")
-    encode_batch_size: int = Field(256, ge=1)
-
-
-class EnsembleMember(StrictModel):
-    """One member of an ensemble: the model config of another family, and the training
-    settings it changes from the ensemble's own (`lr`, `epochs`, ...)."""
-
-    model: SerializeAsAny[ModelConfig]
-    training: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_path_or_model(cls, value: Any) -> Any:
-        # `configs/cnn.yaml`: that file's model and training sections; a mapping with a
-        # `family`: a model config, trained with the ensemble's training section.
-        if isinstance(value, str | Path):
-            tree = read_yaml_file(value, "ensemble member config")
-            return {"model": tree.get("model") or {}, "training": tree.get("training") or {}}
-        if isinstance(value, dict) and "model" not in value:
-            return {"model": value}
-        return value
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _family_config(cls, value: Any) -> Any:
-        value = family_config(value)
-        if isinstance(value, EnsembleConfig):
-            raise ValueError("an ensemble member cannot be an ensemble (list its members)")
-        return value
-
-    @field_validator("training")
-    @classmethod
-    def _known_training_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        TrainingConfig.model_validate(value)  # a typo fails here, not after other members
-        return value
-
-
-@model_config("ensemble")
-class EnsembleConfig(ModelConfig):
-    """Several models of other families trained on the same data, one after another or
-    `workers` at once; the saved model averages their (calibrated) probabilities with
-    non-negative weights, summing to 1, that maximise the validation log-likelihood;
-    temperature scaling goes on top.
-    Members share the data section; the word-embedding settings here do not apply.
-
-    Each member is a model config (a mapping with `family`), a mapping of `model` and
-    `training` (settings that differ from the ensemble's), or the path of a config YAML
-    (relative to the working folder) whose model and training sections are taken.
-    """
-
-    family: Literal["ensemble"] = "ensemble"
-    members: list[EnsembleMember] = Field(min_length=2)
-    workers: int = Field(
-        1,
-        ge=1,
-        description="members trained at once, each in its own process (give each member "
-        "training.threads so that workers x threads is at most the cores); 1: one after another",
-    )
-
-    @property
-    def featurizer(self) -> str:
-        return "ensemble"  # each member reads its own
-
-    def member_config(self, cfg: Config, index: int) -> Config:
-        """The full config member `index` trains with: `cfg` with its model and training.
-        Its seed is `training.seed + index` unless it sets one, so that a member listed
-        twice is a second draw, not a copy."""
-        member = self.members[index]
-        tree = cfg.model_dump(mode="json")
-        tree["model"] = member.model.model_dump(mode="json")
-        seed = {"seed": tree["training"]["seed"] + index}
-        tree["training"] = {**tree["training"], **seed, **member.training}
-        return Config.model_validate(tree)
-
-
-def family_config(value: Any) -> Any:
-    """A model config mapping validated by its family's schema (`family`, default mlp)."""
+def family_config(value: Any, check: bool = True) -> Any:
+    """A model section validated by its family's schema (`family`, default mlp); with
+    `check` false, an `UncheckedModelConfig` (no family module is needed)."""
     if isinstance(value, ModelConfig):
         value = value.model_dump()
-    if isinstance(value, dict):
-        family = value.get("family", "mlp")
-        if not isinstance(family, str) or family not in MODEL_CONFIGS:
-            known = ", ".join(sorted(MODEL_CONFIGS))
-            raise ConfigError(f"model.family: unknown model family '{family}' (known: {known})")
-        return MODEL_CONFIGS[family].model_validate(value)
-    return value
+    if not isinstance(value, dict):
+        return value
+    if not check:
+        return UncheckedModelConfig.model_validate(value)
+    schema = registry.family(value.get("family", "mlp")).config
+    return schema.model_validate(value)
 
 
 class TrainingConfig(StrictModel):
@@ -551,9 +300,9 @@ class Config(StrictModel):
 
     @field_validator("model", mode="before")
     @classmethod
-    def _family_config(cls, value: Any) -> Any:
+    def _family_config(cls, value: Any, info: ValidationInfo) -> Any:
         # Each family validates its own keys, so `hidden_size` on an MLP is an error.
-        return family_config(value)
+        return family_config(value, check=(info.context or {}).get("check_family", True))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
@@ -623,34 +372,97 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def build_config(
     path: str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    check_family: bool = True,
 ) -> Config:
-    """Load a YAML config (or the defaults) and apply dotted overrides."""
+    """Load a YAML config (or the defaults) and apply dotted overrides.
+
+    The model section is checked by its family's schema, so the family must be registered
+    (`import prodcat.models` registers the built-in ones); `check_family=False` leaves it
+    unchecked, for commands that read only the data section.
+    """
     tree = read_yaml_file(path, "config", "a config must be a mapping of sections") if path else {}
     items = (
         overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
     )
     for key, value in items:
         _set_dotted(tree, key, value)
-    # A new family starts from its own defaults rather than another family's keys.
+    return validate_config(tree, path, check_family=check_family)
+
+
+def validate_config(
+    tree: dict[str, Any], path: str | Path | None = None, *, check_family: bool = True
+) -> Config:
+    """A `Config` of a mapping of sections; a problem is one `ConfigError` naming the key
+    (and `path`, the file the mapping came from)."""
     try:
-        return Config.model_validate(tree)
+        return Config.model_validate(tree, context={"check_family": check_family})
     except ValidationError as e:
-        raise ConfigError(_describe(e, path)) from None
+        raise ConfigError(_describe(e, path, tree)) from None
     except ConfigError as e:  # a validator's own (an unknown family): say which file
         if path is None:
             raise
         raise ConfigError(f"{path}: {e}") from None
 
 
-def _describe(error: ValidationError, path: str | Path | None) -> str:
+def _describe(error: ValidationError, path: str | Path | None, tree: dict[str, Any]) -> str:
     where = f"{path}: " if path else ""
+    model = tree.get("model") if isinstance(tree.get("model"), dict) else {}
     problems = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
-        problems.append(f"{loc}: {item['msg']}")
+        parts = [str(p) for p in item["loc"] if not str(p).startswith("function-")]
+        loc = ".".join(parts)
+        if item["type"] == "extra_forbidden" and parts[:1] == ["model"] and len(parts) == 2:
+            # A setting of other families (embedding_dim on a transformer) names the family.
+            family = model.get("family", "mlp")
+            problems.append(f"{loc}: not a setting of the {family} family")
+        else:
+            problems.append(f"{loc}: {item['msg']}")
     return where + "invalid config: " + "; ".join(problems)
 
 
-def load_config(path: str | Path) -> Config:
-    """Load a config saved beside a model or a run."""
-    return build_config(path)
+# The settings every family's config carried before each family had its own (prodcat 0.1.0
+# folders written before 2026-12): a folder's config.yaml lists them whether or not its family
+# used them, so reading a saved config drops those its family does not have.
+_SHARED_BEFORE = (
+    "embedding_dim",
+    "ngram_buckets",
+    "char_ngram_buckets",
+    "char_ngram_min",
+    "char_ngram_max",
+    "char_ngrams_per_word",
+    "word_dropout",
+    "freeze_embeddings",
+    "sparse_embeddings",
+    "pretrained_embeddings",
+    "embedding_dropout",
+    "hidden_layers",
+    "dropout",
+)
+
+
+def _without_unused_shared_settings(model: Any) -> Any:
+    if not isinstance(model, dict) or not isinstance(model.get("family"), str):
+        return model
+    try:
+        fields = registry.family(model["family"]).config.model_fields
+    except ConfigError:
+        return model  # reported when the config is validated
+    model = {k: v for k, v in model.items() if k in fields or k not in _SHARED_BEFORE}
+    if isinstance(model.get("members"), list):  # an ensemble's members, saved alike
+        model["members"] = [
+            {**m, "model": _without_unused_shared_settings(m.get("model"))}
+            if isinstance(m, dict)
+            else m
+            for m in model["members"]
+        ]
+    return model
+
+
+def load_config(path: str | Path, *, check_family: bool = True) -> Config:
+    """Load a config saved beside a model or a run (`check_family=False`: without its
+    family's schema, so that no family module is imported)."""
+    tree = read_yaml_file(path, "config", "a config must be a mapping of sections")
+    if check_family and "model" in tree:
+        tree["model"] = _without_unused_shared_settings(tree["model"])
+    return validate_config(tree, path, check_family=check_family)

@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
-out = Console(soft_wrap=True)
+from prodcat.cli.output import console, out, setup_logging
 
 SetOpt = Annotated[
     list[str] | None,
@@ -55,13 +53,12 @@ def compare(
     variant, repeat and the sweep's tags, nested under the sweep's run. Run it again after a
     stop: finished runs are kept, an interrupted one resumes from its checkpoint.
     """
-    from prodcat.cli.main import _setup_logging
     from prodcat.compare.report import compare as summarise
     from prodcat.compare.report import markdown_table, write_report
     from prodcat.compare.runs import records_from_sweep
     from prodcat.compare.sweep import Sweep, run_sweep
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     sweep = Sweep.load(sweep_file)
     if experiment:
         sweep.experiment = experiment  # e.g. the same sweep under other settings (--set)
@@ -93,7 +90,7 @@ def report(
     from prodcat.compare.report import compare as summarise
     from prodcat.compare.report import markdown_table, write_report
     from prodcat.compare.runs import records_from_mlflow
-    from prodcat.tracking.tracker import tracking_uri
+    from prodcat.tracking import tracking_uri
 
     stores = store or [tracking_uri()]
     records = records_from_mlflow(experiment, stores, output / "runs")
@@ -137,11 +134,10 @@ def tune(
     processes can share it). Trials read validation rows only; the best trial's model is
     scored on the test rows once, at the end, and its config written to OUTPUT/best.yaml.
     """
-    from prodcat.cli.main import _setup_logging
     from prodcat.compare.tune import TuneSpec
     from prodcat.compare.tune import tune as run_tune
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     spec = TuneSpec.load(space_file)
     output = output or Path("runs") / spec.experiment
     settings = list(overrides or []) + (["tracking.enabled=false"] if no_track else [])

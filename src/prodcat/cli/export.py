@@ -30,7 +30,7 @@ def export(
     from rich.console import Console
 
     from prodcat.errors import ConfigError
-    from prodcat.serving.runtimes import is_mlflow_uri, local_model_folder
+    from prodcat.serving.location import is_mlflow_uri, local_model_folder
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,6 +16,7 @@ from prodcat.cli.compare import register as register_compare
 from prodcat.cli.course import course_help
 from prodcat.cli.export import export
 from prodcat.cli.models import models_app
+from prodcat.cli.output import console, out, print_json, setup_logging
 from prodcat.errors import ConfigError, ProdcatError, Terminated
 
 app = typer.Typer(
@@ -36,8 +34,6 @@ app.add_typer(vectors_app, name="vectors")
 app.add_typer(models_app, name="models")
 app.command("export")(export)
 register_compare(app)
-console = Console(stderr=True)  # logs, progress and errors
-out = Console(soft_wrap=True)  # results: whole lines in a pipe, never cut at 80 columns
 
 
 def _print_version(value: bool) -> None:
@@ -62,28 +58,6 @@ def _options(
     ] = False,
 ) -> None:
     """Train, compare and serve neural classifiers of product titles."""
-
-
-def _print_json(value) -> None:
-    """A machine-readable result: one line of JSON on stdout, nothing else there."""
-    print(json.dumps(value, ensure_ascii=False), flush=True)
-
-
-def _setup_logging(quiet: bool) -> None:
-    if console.is_terminal:
-        handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
-    else:
-        # A pipe or a file gets whole lines: Rich would wrap them at 80 columns.
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
-        handlers=[handler],
-        force=True,
-    )
-    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "git", "gensim", "smart_open"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 ConfigOpt = Annotated[
@@ -183,10 +157,10 @@ def run_training(
     """Options -> config -> `prodcat.training.run.run` -> printed result."""
     from prodcat.config import build_config
     from prodcat.training.ranks import Rank
-    from prodcat.training.run import run
+    from prodcat.workflow import run  # registers the model families
 
     main = Rank.from_env().main  # under torchrun, rank 0 alone logs progress and prints
-    _setup_logging(quiet or not main)
+    setup_logging(quiet or not main)
     cfg = build_config(config, overrides)
     for key, value in (("train", train), ("validation", validation), ("test", test)):
         if value is not None:
@@ -203,17 +177,17 @@ def run_training(
     if not main:
         return
     if as_json:
-        _print_json(result.model_dump(mode="json"))
+        print_json(result.model_dump(mode="json"))
     else:
         _print_result(result, cfg)
 
 
 def _print_result(result, cfg) -> None:
-    from prodcat.tracking.tracker import tracking_uri
+    from prodcat.tracking import tracking_uri
 
     columns = ("balanced_accuracy", "accuracy", "macro_f1", "loss")
-    if result.family == "ensemble":  # members have their own best epochs
-        title = f"ensemble — {len(cfg.model.members)} members, {result.epochs_run} epochs in all"
+    if result.members:  # a model of models: its members have their own best epochs
+        title = f"{result.family} — {result.members} members, {result.epochs_run} epochs in all"
     else:
         title = f"{result.family} — best epoch {result.best_epoch} of {result.epochs_run}"
     table = Table(title=title)
@@ -248,7 +222,7 @@ def evaluate(
     automatically at 95 % and 99 % precision, with the confidence that selects them."""
     from prodcat.serving.predictor import Classifier
 
-    _setup_logging(quiet=True)
+    setup_logging(quiet=True)
     metrics = Classifier.load(model).evaluate(data)
     if as_json:
         print(json.dumps(metrics))
@@ -289,21 +263,21 @@ def ensemble(
     The members are copied into OUTPUT/members/. To train members and ensemble in one go:
     `prodcat train` with model.family: ensemble.
     """
-    from prodcat.training.ensemble import combine_folders
+    from prodcat.workflow.ensemble import combine_folders
 
-    _setup_logging(quiet=True)
-    spec, calibration, scores = combine_folders(models, output, validation)
+    setup_logging(quiet=True)
+    model, calibration, scores = combine_folders(models, output, validation)
     summary = {
         "output": str(output),
         "members": [str(m) for m in models],
-        "weights": spec.weights,
+        "weights": model.weights,
         "temperature": calibration.temperature,
         "validation": scores,
     }
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
-    for member, weight in zip(models, spec.weights):
+    for member, weight in zip(models, model.weights):
         out.print(f"{weight:.3f}  {member}")
     if scores is not None:
         out.print(
@@ -385,7 +359,7 @@ def predict(
 
     if as_json and fmt == "submission":
         raise ConfigError("--json writes JSON lines, --format submission a CSV: give one of them")
-    _setup_logging(quiet=True)
+    setup_logging(quiet=True)
     fmt = "jsonl" if as_json else fmt
     run_predict(
         model, titles or [], input, output, top_k, batch_size, fmt, runtime, onnx, min_confidence
@@ -433,7 +407,7 @@ def serve(
         raise ConfigError(f"--max-wait-ms must be at least 0, got {max_wait_ms}")
     from prodcat.serving.app import serve as run_server  # fastapi: main() names the extra
 
-    _setup_logging(quiet=False)
+    setup_logging(quiet=False)
     run_server(
         model,
         host=host,
@@ -459,10 +433,10 @@ def data_prepare(
     """Encode a file into a reusable cache; save its vocabulary and label map; summarise it."""
     from prodcat.config import build_config
     from prodcat.data.dataset import load_splits
-    from prodcat.data.featurizer import make_featurizer
-    from prodcat.training.progress import file_progress
+    from prodcat.progress import file_progress
+    from prodcat.workflow.train import make_featurizer  # registers the model families
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     cfg = build_config(config, overrides)
     cfg.data.cache_dir = output
     started = time.perf_counter()
@@ -489,10 +463,10 @@ def data_stats(
     from prodcat.config import build_config
     from prodcat.data.stats import file_stats, file_summary
 
-    _setup_logging(quiet=True)
-    cfg = build_config(config, overrides)
+    setup_logging(quiet=True)
+    cfg = build_config(config, overrides, check_family=False)  # the data section is read
     if as_json:
-        _print_json(file_summary(file, cfg.data))
+        print_json(file_summary(file, cfg.data))
         return
     for line in file_stats(file, cfg.data):
         out.print(line, markup=False)
@@ -506,8 +480,8 @@ def data_synth(
     categories: Annotated[int, typer.Option(help="Number of categories.")] = 1588,
 ) -> None:
     """Write a realistic synthetic title file (challenge CSV layout) for scale tests."""
+    from prodcat.progress import progress_bar
     from prodcat.synth import write_synthetic_titles
-    from prodcat.training.progress import progress_bar
 
     with progress_bar(True, unit="rows") as bar:
         task = bar.add_task(f"writing {output.name}", total=rows, info="")
@@ -518,7 +492,7 @@ def data_synth(
             categories=categories,
             progress=lambda n: bar.update(task, completed=n),
         )
-    _print_json(summary)
+    print_json(summary)
 
 
 @vectors_app.command("train")
@@ -543,10 +517,10 @@ def vectors_train(
     says (e.g. --set data.tokenizer.strip_accents=false), in word2vec text format."""
     from prodcat.config import build_config
     from prodcat.data.vectors import train_vectors
-    from prodcat.training.progress import file_progress
+    from prodcat.progress import file_progress
 
-    _setup_logging(quiet)
-    cfg = build_config(config, overrides)
+    setup_logging(quiet)
+    cfg = build_config(config, overrides, check_family=False)  # data and training are read
     report = file_progress(not quiet)
     summary = train_vectors(
         input,

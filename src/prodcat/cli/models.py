@@ -30,9 +30,9 @@ def import_e5(
 
     from prodcat.config import ColumnsConfig
     from prodcat.data.readers import TableReader
+    from prodcat.encoders.e5 import bundled_e5_path
+    from prodcat.encoders.e5 import import_e5 as run_import
     from prodcat.errors import ConfigError
-    from prodcat.models.e5 import bundled_e5_path
-    from prodcat.models.e5 import import_e5 as run_import
 
     source = bundled_e5_path(variant)
     if source is None:

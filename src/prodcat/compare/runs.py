@@ -7,7 +7,6 @@ device, parameters), its tags (variant, repeat, the user's) and, when kept, its
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ import pyarrow.parquet as pq
 from prodcat.errors import ConfigError
 from prodcat.evaluation.evaluate import PREDICTIONS_FILE
 from prodcat.training.result import METRICS_FILE, RunResult
-
-log = logging.getLogger(__name__)
 
 # Tags the sweep itself sets; the others are the user's (language, dim, ...).
 SWEEP_TAGS = ("sweep", "variant", "repeat", "prodcat.tags")
@@ -73,48 +70,21 @@ def records_from_mlflow(
     """Every finished run of `experiment` with a `variant` tag in the given stores (URIs of
     MLflow tracking stores: sqlite:///..., a folder, http://...), merged; the same run found
     twice is counted once."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from prodcat.tracking.mlflow_store import finished_runs
 
     download_to = Path(download_to or tempfile.mkdtemp(prefix="prodcat-report-"))
-    records, seen = [], set()
-    found_experiment = False
-    for uri in stores:
-        client = mlflow.MlflowClient(uri)
-        try:
-            exp = client.get_experiment_by_name(experiment)
-        except MlflowException as e:
-            raise ConfigError(f"{uri}: cannot read this MLflow store: {e}") from None
-        if exp is None:
-            log.warning("%s: no experiment named '%s'", uri, experiment)
-            continue
-        found_experiment = True
-        runs = client.search_runs(
-            [exp.experiment_id], filter_string="attributes.status = 'FINISHED'"
+    runs = finished_runs(experiment, stores, (METRICS_FILE, PREDICTIONS_FILE), download_to)
+    records = [
+        RunRecord(
+            run.tags["variant"],
+            int(run.tags.get("repeat", 0)),
+            RunResult.load(run.metrics.parent),
+            _sweep_tags(run.tags),
+            run.predictions,
+            f"{run.store}#{run.run_id}",
         )
-        for run in runs:
-            tags = run.data.tags
-            if "variant" not in tags or run.info.run_id in seen:
-                continue
-            seen.add(run.info.run_id)
-            folder = download_to / run.info.run_id
-            folder.mkdir(parents=True, exist_ok=True)
-            metrics = _download(client, run.info.run_id, METRICS_FILE, folder)
-            if metrics is None:
-                log.warning("run %s (%s) has no %s: skipped", run.info.run_id, uri, METRICS_FILE)
-                continue
-            records.append(
-                RunRecord(
-                    tags["variant"],
-                    int(tags.get("repeat", 0)),
-                    RunResult.load(folder),
-                    _sweep_tags(tags),
-                    _download(client, run.info.run_id, PREDICTIONS_FILE, folder),
-                    f"{uri}#{run.info.run_id}",
-                )
-            )
-    if not found_experiment:
-        raise ConfigError(f"no experiment named '{experiment}' in {', '.join(stores)}")
+        for run in runs
+    ]
     if not records:
         raise ConfigError(f"experiment '{experiment}' has no finished run with a variant tag")
     return records
@@ -126,17 +96,6 @@ def _sweep_tags(tags: dict[str, str]) -> dict[str, str]:
         keep = set(filter(None, tags["prodcat.tags"].split(","))) | set(SWEEP_TAGS)
         return {k: v for k, v in tags.items() if k in keep}
     return {k: v for k, v in tags.items() if "." not in k and k not in TRACKER_TAGS}
-
-
-def _download(client, run_id: str, name: str, folder: Path) -> Path | None:
-    """The run's artifact `name` (logged under model/), or None when it has none."""
-    for artifact_path in (f"model/{name}", name):
-        try:
-            local = client.download_artifacts(run_id, artifact_path, str(folder))
-        except Exception:  # MLflow raises several types for a missing artifact
-            continue
-        return Path(local)
-    return None
 
 
 @dataclass

@@ -21,9 +21,11 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import prodcat.models  # noqa: F401  (the model families a sweep's configs name)
 from prodcat.compare.files import SpecFile
 from prodcat.config import Config, build_config
 from prodcat.errors import ConfigError
+from prodcat.tracking import Tracker, make_tracker
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.result import METRICS_FILE, RunResult
@@ -207,26 +209,32 @@ def run_sweep(
     output.mkdir(parents=True, exist_ok=True)
     runs = plan(sweep, output, list(overrides), variants)
     prepare_vectors(sweep, runs, output)
-    parent = _parent_run(sweep, runs, output)
+    tracker = _tracker(sweep, runs)
+    parent = tracker.open_parent(
+        output / SWEEP_STATE,
+        f"sweep {sweep.experiment}",
+        {**sweep.tags, "sweep": sweep.experiment, "prodcat.sweep": "parent"},
+        {"repeats": sweep.repeats, "variants": ",".join(sweep.variants)},
+    )
     done: list[tuple[PlannedRun, RunResult]] = []
     todo = [r for r in runs if not r.finished]
     if len(todo) < len(runs):
         log.info("%d of %d runs already finished: kept", len(runs) - len(todo), len(runs))
+    status = "FAILED"
     try:
         _run_all(runs, done, todo, parent, sweep.experiment, progress, callbacks)
+        status = "FINISHED"
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs' checkpoints are kept
-        _close_parent(runs, parent, "KILLED")
+        status = "KILLED"
         raise
-    except BaseException:
-        _close_parent(runs, parent, "FAILED")
-        raise
-    _close_parent(runs, parent)
+    finally:
+        tracker.close_parent(parent, status)
     return done
 
 
 def _run_all(runs, done, todo, parent, title, progress, callbacks) -> None:
-    from prodcat.training.progress import progress_bar
-    from prodcat.training.run import run
+    from prodcat.progress import progress_bar
+    from prodcat.workflow import run
 
     with progress_bar(progress, unit="runs") as bar:
         task = bar.add_task(title, total=len(runs), completed=len(runs) - len(todo), info="")
@@ -253,24 +261,11 @@ def _run_all(runs, done, todo, parent, title, progress, callbacks) -> None:
             )
 
 
-def _parent_run(sweep: Sweep, runs: list[PlannedRun], output: Path) -> str | None:
-    """The sweep's own MLflow run, which nests its runs (reopened when the sweep resumes)."""
-    if not runs or not runs[0].cfg.tracking.enabled:
-        return None
-    from prodcat.tracking.tracker import open_parent_run
+def _tracker(sweep: Sweep, runs: list[PlannedRun]) -> Tracker:
+    """Where the sweep's own run goes: its runs' store, in the sweep's experiment."""
+    tracking = runs[0].cfg.tracking if runs else None
+    if tracking is None:
+        from prodcat.config import TrackingConfig
 
-    return open_parent_run(
-        runs[0].cfg.tracking.uri,
-        sweep.experiment,
-        output / SWEEP_STATE,
-        run_name=f"sweep {sweep.experiment}",
-        tags={**sweep.tags, "sweep": sweep.experiment, "prodcat.sweep": "parent"},
-        params={"repeats": sweep.repeats, "variants": ",".join(sweep.variants)},
-    )
-
-
-def _close_parent(runs: list[PlannedRun], parent: str | None, status: str = "FINISHED") -> None:
-    if parent is not None:
-        from prodcat.tracking.tracker import close_parent_run
-
-        close_parent_run(runs[0].cfg.tracking.uri, parent, status)
+        tracking = TrackingConfig(enabled=False)
+    return make_tracker(tracking.model_copy(update={"experiment": sweep.experiment}))

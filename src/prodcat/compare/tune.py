@@ -23,9 +23,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import prodcat.models  # noqa: F401  (the model families a study's configs name)
 from prodcat.compare.files import SpecFile
 from prodcat.config import Config, build_config
 from prodcat.errors import ConfigError
+from prodcat.tracking import make_tracker
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.result import METRICS_FILE, RunResult, Scores
@@ -155,7 +157,7 @@ def tune(
     trial on the test rows; write its config to OUTPUT/best.yaml."""
     import optuna
 
-    from prodcat.training.run import run
+    from prodcat.workflow import run
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,10 @@ def tune(
         ),
     )
     _retry_interrupted(study)
-    parent = _parent_run(base, spec, output)
+    tracker = make_tracker(base.tracking.model_copy(update={"experiment": spec.experiment}))
+    parent = tracker.open_parent(
+        output / "study.json", f"study {spec.experiment}", {"prodcat.study": "parent"}, {}
+    )
 
     def objective(trial) -> float:
         values = {key: dim.suggest(trial, key) for key, dim in spec.space.items()}
@@ -226,17 +231,18 @@ def tune(
         log.info(
             "study %s: %d of %d trials done, %d to go", spec.experiment, done, total, total - done
         )
+        status = "FAILED"
         try:
             study.optimize(objective, n_trials=total - done, show_progress_bar=progress)
+            status = "FINISHED"
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial's checkpoint is kept
-            _close_parent(base, parent, "KILLED")
+            status = "KILLED"
             raise
-        except BaseException:
-            _close_parent(base, parent, "FAILED")
-            raise
+        finally:
+            tracker.close_parent(parent, status)
     else:
         log.info("study %s: all %d trials done", spec.experiment, total)
-    _close_parent(base, parent)
+        tracker.close_parent(parent)
     return _finish(study, spec, output, overrides)
 
 
@@ -303,7 +309,7 @@ def score_test(cfg: Config, folder: Path) -> Scores | None:
     classifier = Classifier.load(folder)
     splits = load_splits(
         cfg.data, cfg.data.train or bundled_sample(), featurizer=classifier.featurizer
-    )
+    )  # the test rows as the trial's data settings carved them
     if splits.test is None:
         return None
     if list(splits.labels.names) != list(classifier.categories):
@@ -316,24 +322,3 @@ def score_test(cfg: Config, folder: Path) -> Scores | None:
         temperature=classifier.temperature,
     )
     return Scores(**scores)
-
-
-def _parent_run(cfg: Config, spec: TuneSpec, output: Path) -> str | None:
-    """The study's own MLflow run, which nests its trials (reopened when the study resumes)."""
-    if not cfg.tracking.enabled:
-        return None
-    from prodcat.tracking.tracker import open_parent_run
-
-    return open_parent_run(
-        cfg.tracking.uri,
-        spec.experiment,
-        output / "study.json",
-        run_name=f"study {spec.experiment}",
-        tags={"prodcat.study": "parent"},
-    )
-
-
-def _close_parent(cfg: Config, parent: str | None, status: str = "FINISHED") -> None:
-    from prodcat.tracking.tracker import close_parent_run
-
-    close_parent_run(cfg.tracking.uri, parent, status)

@@ -47,12 +47,12 @@ import pyarrow.compute as pc
 from prodcat.atomic import fsync_dir, fsync_file
 from prodcat.config import DataConfig
 from prodcat.data.readers import RowBatch, TableReader
-from prodcat.data.text import padded_ids
+from prodcat.data.text import WordPieces, padded_ids
 from prodcat.data.vocab import PAD, UNK
 from prodcat.errors import DataError
 
 if TYPE_CHECKING:
-    from prodcat.data.featurizer import Featurizer
+    from prodcat.data.featurizers import Featurizer
 
 CACHE_VERSION = 2
 ARRAYS = {
@@ -79,7 +79,7 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def cache_key(path: Path, data_cfg: DataConfig, featurizer: Featurizer) -> str:
+def cache_key(path: Path, data_cfg: DataConfig, featurizer: Featurizer | WordPieces) -> str:
     """A digest of the file's identity and every setting that changes the encoded ids."""
     settings = {
         "version": CACHE_VERSION,
@@ -270,7 +270,7 @@ def blank_titles(column: pa.ChunkedArray | None, n: int) -> np.ndarray:
 def encode_file(
     path: str | Path,
     data_cfg: DataConfig,
-    featurizer: Featurizer | None = None,
+    featurizer: Featurizer | WordPieces | None = None,
     cache_root: str | Path | None = None,
     *,
     require_labels: bool = True,
@@ -278,12 +278,10 @@ def encode_file(
 ) -> EncodedFile:
     """Encode `path` into its cache folder (or reuse the folder made earlier); return it.
 
-    Titles are cut by `featurizer` (default: the word featurizer of `data_cfg`).
+    Titles are cut by `featurizer`'s `pieces` (default: prodcat's words, `data_cfg`'s).
     `progress(bytes_done, bytes_total)` is called after each batch of rows.
     """
-    from prodcat.data.featurizer import make_featurizer
-
-    featurizer = featurizer or make_featurizer(data_cfg)
+    featurizer = featurizer or WordPieces(data_cfg.tokenizer, data_cfg.max_tokens)
     path = Path(path)
     reader = TableReader(path, data_cfg.columns, data_cfg.format)
     reader.require("text")
@@ -360,7 +358,11 @@ def _publish(work: Path, folder: Path) -> None:
 
 
 def _encode_into(
-    work: Path, reader: TableReader, data_cfg: DataConfig, featurizer: Featurizer, progress
+    work: Path,
+    reader: TableReader,
+    data_cfg: DataConfig,
+    featurizer: Featurizer | WordPieces,
+    progress,
 ) -> None:
     width = featurizer.max_tokens
     stats = EncodeStats()

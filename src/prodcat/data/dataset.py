@@ -11,7 +11,7 @@ import numpy as np
 from prodcat.config import DataConfig
 from prodcat.data.batches import Batch, batch_order, bucket_by_length, iterate_batches
 from prodcat.data.cache import EncodedFile, encode_file, token_blocks
-from prodcat.data.featurizer import Featurizer, make_featurizer
+from prodcat.data.featurizers import Featurizer, TokenFeaturizer, VocabularyFeaturizer
 from prodcat.data.vocab import LabelMap, Vocabulary
 from prodcat.errors import DataError
 from prodcat.fault_points import pause_point
@@ -26,8 +26,11 @@ class Split:
     rows: np.ndarray  # row indices into the cache, ascending
     labels: np.ndarray | None  # (len(rows),) int64 class ids
     weights: np.ndarray  # (len(rows),) float32 row weights
-    remap: np.ndarray  # cache piece id -> model id: `Featurizer.ids` of the cache's pieces
-    features: np.ndarray | None = None  # (file rows, D) title vectors, for sentence encoders
+    # What the model reads of each cached row: token ids through `remap` (cache piece id ->
+    # model id: a token featurizer's `ids` of the cache's pieces), or `features`, one vector
+    # per cached row (a vector featurizer's).
+    remap: np.ndarray | None
+    features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -288,7 +291,7 @@ def piece_counts(file: EncodedFile, rows: np.ndarray) -> np.ndarray:
     return counts
 
 
-def model_ids(file: EncodedFile, featurizer: Featurizer) -> np.ndarray:
+def model_ids(file: EncodedFile, featurizer: TokenFeaturizer) -> np.ndarray:
     """Cache piece id -> model id for every piece of `file` ([PAD] -> the model's pad id)."""
     remap = featurizer.ids(file.vocabulary)
     remap[0] = featurizer.pad_id
@@ -315,18 +318,21 @@ def labelled_split(
     labels: LabelMap,
     cfg: DataConfig,
     remap: np.ndarray | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Split:
     """A split of `file` in a model's input and label space (`remap`: `model_ids(file,
-    featurizer)` when the caller has it already)."""
-    return Split(
-        name=name,
-        file=file,
-        rows=rows,
-        labels=_model_labels(file, rows, labels, name),
-        weights=_row_weights(file, rows, cfg),
-        remap=model_ids(file, featurizer) if remap is None else remap,
-        features=featurizer.file_features(file) if featurizer.dense else None,
-    )
+    featurizer)` when the caller has it already; `progress` hears vectors being computed)."""
+    labelled = {
+        "name": name,
+        "file": file,
+        "rows": rows,
+        "labels": _model_labels(file, rows, labels, name),
+        "weights": _row_weights(file, rows, cfg),
+    }
+    if isinstance(featurizer, TokenFeaturizer):
+        remap = model_ids(file, featurizer) if remap is None else remap
+        return Split(**labelled, remap=remap)
+    return Split(**labelled, remap=None, features=featurizer.file_vectors(file, progress))
 
 
 def load_splits(
@@ -342,14 +348,14 @@ def load_splits(
     Files default to `cfg.train`, `cfg.validation` and `cfg.test`. Without a validation or
     test file, those splits are carved from the training file, stratified by category.
     `featurizer` (default: words, from `cfg`) is fitted on the training rows.
-    `progress(file, done, total)` reports encoding progress.
+    `progress(file, done, total)` reports encoding progress (and a vector featurizer's).
     """
     train = train or cfg.train
     validation = validation or cfg.validation
     test = test or cfg.test
     if train is None:
         raise DataError("no training file: give one (data.train or --train)")
-    featurizer = featurizer or make_featurizer(cfg)
+    featurizer = featurizer or VocabularyFeaturizer.from_config(cfg)
     summary = DataSummary()
 
     def encoded(path: str | Path, role: str) -> tuple[EncodedFile, np.ndarray]:
@@ -395,10 +401,12 @@ def load_splits(
     labels = LabelMap(sorted(label_names[i] for i in present))
     featurizer.fit(train_file.vocabulary, piece_counts(train_file, train_rows))
     featurizer.fitted_rows = len(train_rows)
-    train_remap = model_ids(train_file, featurizer)  # shared by the splits carved from it
+    # Shared by the splits carved from the training file.
+    tokens = isinstance(featurizer, TokenFeaturizer)
+    train_remap = model_ids(train_file, featurizer) if tokens else None
     splits: dict[str, Split | None] = {
         "train": labelled_split(
-            "train", train_file, train_rows, featurizer, labels, cfg, train_remap
+            "train", train_file, train_rows, featurizer, labels, cfg, train_remap, progress
         )
     }
     for role, path in held_out.items():
@@ -413,14 +421,14 @@ def load_splits(
         before = len(rows)
         rows = _sample(rows, limit, cfg.seed + 1)
         summary.drop(f"over {role}_max_rows", before - len(rows))
-        splits[role] = labelled_split(role, file, rows, featurizer, labels, cfg, remap)
+        splits[role] = labelled_split(role, file, rows, featurizer, labels, cfg, remap, progress)
     if splits["validation"] is None:
         raise DataError(
             "no validation rows: give a validation file or a validation_size above 0", train
         )
     summary.sizes = {k: len(v) for k, v in splits.items() if v is not None}
     summary.categories = len(labels)
-    summary.vocabulary = featurizer.vocab_size
+    summary.vocabulary = featurizer.vocab_size if isinstance(featurizer, TokenFeaturizer) else 0
     if train_file.meta["fields"].get("language") is not None:
         names = train_file.meta["languages"]
         counts = np.bincount(train_file.languages[train_rows], minlength=len(names))

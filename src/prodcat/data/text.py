@@ -9,6 +9,7 @@ number shapes) runs on each chunk's *distinct* tokens, which are far fewer than 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +41,26 @@ class TokenizedChunk:
     def positions(self) -> np.ndarray:
         """Position of each token inside its title."""
         return positions_in_rows(self.row, self.n_rows)
+
+
+@dataclass
+class WordPieces:
+    """prodcat's words as the pieces of a cache (`prodcat.data.cache`): what the word
+    featurizers and the sentence encoders store, and what a file is cut into by default."""
+
+    tokenizer: TokenizerConfig
+    max_tokens: int
+
+    def cache_spec(self) -> dict[str, Any]:
+        """Every setting that changes the pieces of a title: part of the cache key."""
+        return {
+            "kind": "vocabulary",
+            "tokenizer": self.tokenizer.model_dump(),
+            "max_tokens": self.max_tokens,
+        }
+
+    def pieces(self, titles: pa.Array | list[str]) -> TokenizedChunk:
+        return tokenize(titles, self.tokenizer)
 
 
 def positions_in_rows(row: np.ndarray, n_rows: int) -> np.ndarray:

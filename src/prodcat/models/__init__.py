@@ -1,6 +1,6 @@
-"""Model families; importing this package registers them."""
+"""Model families, one file each; importing this package registers the built-in ones."""
 
-from prodcat.models import cnn, encoder, linear, mlp, rnn, transformer
+from prodcat.models import cnn, encoder, ensemble, linear, mlp, rnn, transformer
 from prodcat.models.base import TextClassifier
 
-__all__ = ["TextClassifier", "cnn", "encoder", "linear", "mlp", "rnn", "transformer"]
+__all__ = ["TextClassifier", "cnn", "encoder", "ensemble", "linear", "mlp", "rnn", "transformer"]

@@ -3,23 +3,137 @@
 A model is built from its config, its number of classes and its fitted featurizer, which
 says how many ids there are and which one pads. The embedder is a component the family
 chooses (`build_embedder`): word families take `TokenEmbedder`; a transformer or a frozen
-sentence encoder brings its own and inherits no word-embedding table.
+sentence encoder brings its own and has no word-embedding table. The settings shared by
+families of a kind are config classes here (`ClassifierConfig`, `TableConfig`,
+`WordModelConfig`), which each family's config extends.
+
+A model saves its weights into a model folder and reads them back (`save_weights`,
+`load_folder`); `prodcat.models.folder` writes and checks the rest of the folder.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from prodcat.config import ModelConfig
+from prodcat.config import Config, DataConfig, ModelConfig
 from prodcat.data.batches import Batch
-from prodcat.errors import ConfigError
+from prodcat.data.dataset import Split, file_split
+from prodcat.data.featurizers import (
+    SPEC_FILE,
+    Featurizer,
+    NgramFeaturizer,
+    VocabularyFeaturizer,
+    load_featurizer,
+)
+from prodcat.data.vocab import LabelMap
+from prodcat.errors import ConfigError, ProdcatError
+from prodcat.evaluation.calibration import Calibration
+from prodcat.evaluation.evaluate import calibrate_split
 
 if TYPE_CHECKING:
-    from prodcat.data.featurizer import Featurizer
+    from prodcat.data.featurizers import TokenFeaturizer
+
+WEIGHTS = "model.safetensors"
+
+
+class ClassifierConfig(ModelConfig):
+    """A model that classifies each title's vector with a head of its own."""
+
+    # A linear head over the encoding: deeper heads overfit tens of thousands of titles.
+    hidden_layers: list[int] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TableConfig(ClassifierConfig):
+    """A model whose first layer is a table with a row per word, per hashed character n-gram
+    of a word and per hashed word bigram (the word families and the linear one)."""
+
+    embedding_dim: int = Field(200, ge=1)
+    ngram_buckets: int = Field(
+        0, ge=0, description="hashed word-bigram embeddings added to the tokens (0: none)"
+    )
+    # fastText's subword features: a word's vector is the mean of its own embedding and those
+    # of the character n-grams of "<word>", hashed into this many rows. Words never seen in
+    # training (brands, model codes, typos) then still have a vector built from their parts.
+    char_ngram_buckets: int = Field(
+        0, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
+    )
+    char_ngram_min: int = Field(3, ge=1, description="shortest character n-gram")
+    char_ngram_max: int = Field(5, ge=1, description="longest character n-gram")
+    char_ngrams_per_word: int = Field(
+        40, ge=1, description="n-grams kept per word (the shortest first)"
+    )
+    sparse_embeddings: bool = Field(
+        True, description="update only the embedding rows a batch uses (much faster)"
+    )
+    embedding_dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ngram_sizes(self) -> TableConfig:
+        if self.char_ngram_min > self.char_ngram_max:
+            raise ValueError(
+                f"char_ngram_min ({self.char_ngram_min}) is above char_ngram_max "
+                f"({self.char_ngram_max})"
+            )
+        return self
+
+
+class WordModelConfig(TableConfig):
+    """A word-embedding model (MLP, CNN, RNN): word vectors, pooled or read in order."""
+
+    word_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of a title's words hidden at random in training"
+    )
+    pretrained_embeddings: Path | None = Field(
+        None, description="word vectors (word2vec/fastText text, or .bin) to start from"
+    )
+    freeze_embeddings: bool = Field(False, description="keep the pretrained vectors as they are")
+
+    @model_validator(mode="after")
+    def _frozen_needs_vectors(self) -> WordModelConfig:
+        if self.freeze_embeddings and self.pretrained_embeddings is None:
+            raise ValueError(
+                "freeze_embeddings needs pretrained_embeddings (frozen random vectors learn "
+                "nothing)"
+            )
+        return self
+
+
+def word_featurizer(data: DataConfig, model: TableConfig) -> VocabularyFeaturizer:
+    """The featurizer of a table's families: words, with their character n-grams when
+    `char_ngram_buckets` is set."""
+    if model.char_ngram_buckets:
+        return NgramFeaturizer.from_config(
+            data,
+            buckets=model.char_ngram_buckets,
+            min_n=model.char_ngram_min,
+            max_n=model.char_ngram_max,
+            per_word=model.char_ngrams_per_word,
+        )
+    return VocabularyFeaturizer.from_config(data)
+
+
+class TitleReader:
+    """How a model reads what it classifies: raw titles (`__call__`) and the rows of a
+    labelled file (`split`), through its data settings and fitted featurizer."""
+
+    def __init__(self, data: DataConfig, featurizer: Featurizer):
+        self.data = data
+        self.featurizer = featurizer
+
+    def __call__(self, titles: list[str]) -> Batch:
+        return self.featurizer(titles)
+
+    def split(self, path: str | Path, labels: LabelMap, name: str = "evaluation") -> Split:
+        return file_split(path, self.data, self.featurizer, labels, name)
 
 # Odd multipliers of a multiplicative hash for word pairs (fastText hashes n-grams likewise).
 _HASH_A, _HASH_B = 116_049_371, 2_654_435_761
@@ -55,7 +169,7 @@ class TokenEmbedder(nn.Module):
     """
 
     def __init__(
-        self, vocab_size: int, cfg: ModelConfig, pad_id: int = 0, pieces_per_token: int = 1
+        self, vocab_size: int, cfg: TableConfig, pad_id: int = 0, pieces_per_token: int = 1
     ):
         super().__init__()
         sparse = cfg.sparse_embeddings
@@ -82,7 +196,7 @@ class TokenEmbedder(nn.Module):
         if cfg.freeze_embeddings:
             self.tokens.weight.requires_grad_(False)
 
-    def load_pretrained(self, cfg: ModelConfig, featurizer: Featurizer) -> dict[str, float]:
+    def load_pretrained(self, cfg: WordModelConfig, featurizer: Featurizer) -> dict[str, float]:
         """Start the table from `cfg.pretrained_embeddings`, row by row of the vocabulary.
 
         Rows of words the file lacks start at the found rows' scale. Returns coverage numbers.
@@ -92,7 +206,7 @@ class TokenEmbedder(nn.Module):
         path = cfg.pretrained_embeddings
         if path is None:
             return {}
-        if not hasattr(featurizer, "pretrained_rows"):
+        if not isinstance(featurizer, VocabularyFeaturizer):
             raise ConfigError(f"the {featurizer.kind} featurizer cannot align word vectors")
         started = time.perf_counter()
         rows = featurizer.pretrained_rows(path)
@@ -104,7 +218,7 @@ class TokenEmbedder(nn.Module):
         with torch.no_grad():
             found = torch.from_numpy(fill_missing(rows, pad_id=self.pad_id))
             self.tokens.weight[: len(found)].copy_(found)  # the words' rows, not the n-grams'
-        report = rows.coverage(getattr(featurizer, "token_counts", None))
+        report = rows.coverage(featurizer.token_counts)
         report["words_in_file"] = rows.words_in_file
         report["read_seconds"] = time.perf_counter() - started
         return report
@@ -113,7 +227,8 @@ class TokenEmbedder(nn.Module):
     def dim(self) -> int:
         return self.tokens.embedding_dim
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T * pieces) ids -> (B, T, dim) vectors (`lengths` unused: padding is id 0)."""
         k = self.per_token
         if self.training and self.word_dropout:
             words = input_ids.view(input_ids.shape[0], -1, k)
@@ -156,25 +271,24 @@ def padding_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
 class TextClassifier(nn.Module):
     """Base of every family: embed tokens, encode them into one vector, classify it.
 
-    A family sets `config_class` and implements `build_encoder` and `encode`; it may
-    override `build_embedder`.
+    A family implements `build_encoder` and `encode`; it may override `build_embedder`
+    (its embedder is called with the ids and their lengths) and `build_head`.
     """
 
-    config_class: ClassVar[type[ModelConfig]] = ModelConfig
-
-    def __init__(self, cfg: ModelConfig, n_classes: int, featurizer: Featurizer):
+    def __init__(self, cfg: ClassifierConfig, n_classes: int, featurizer: Featurizer):
         super().__init__()
         self.cfg = cfg
         self.n_classes = n_classes
         self.embedder = self.build_embedder(featurizer)
         self.encoder_dim = self.build_encoder(self.embedder.dim)
         self.head = self.build_head()
+        self.init_report: dict[str, float] = {}
 
     def build_head(self) -> nn.Module:
         """The layers from the encoding to the categories' logits."""
         return mlp_head(self.encoder_dim, self.cfg.hidden_layers, self.n_classes, self.cfg.dropout)
 
-    def build_embedder(self, featurizer: Featurizer) -> nn.Module:
+    def build_embedder(self, featurizer: TokenFeaturizer) -> nn.Module:
         """The component that turns ids into vectors; it has a `dim`."""
         return TokenEmbedder(
             featurizer.vocab_size, self.cfg, featurizer.pad_id, featurizer.pieces_per_token
@@ -227,4 +341,64 @@ class TextClassifier(nn.Module):
             input_ids, lengths = input_ids.input_ids, input_ids.lengths
         if lengths is None:
             raise TypeError("forward(input_ids, lengths) needs the lengths")
-        return self.encode(self.embedder(input_ids), lengths)
+        return self.encode(self.embedder(input_ids, lengths), lengths)
+
+    def calibrate(
+        self, validation: Split, batch_size: int, device: torch.device, autocast: bool = False
+    ) -> tuple[Calibration, dict[str, float]]:
+        """Fit what makes the probabilities honest on the validation rows (temperature
+        scaling), and return it with the rows' metrics under it."""
+        return calibrate_split(self, validation, batch_size, device, autocast)
+
+    def onnx_module(self) -> nn.Module:
+        """The module `prodcat export` traces: called with (input_ids, lengths), it returns
+        the logits. A family that cannot be exported raises a `ConfigError` saying why."""
+        if isinstance(self.embedder, TokenEmbedder) and self.embedder.per_token > 1:
+            raise ConfigError("a model over character n-grams cannot be exported to ONNX yet")
+        return IdsAndLengths(self)
+
+    @classmethod
+    def build(
+        cls, cfg: Config, n_classes: int, featurizer: Featurizer, initialise: bool = True
+    ) -> TextClassifier:
+        """A new model of `cfg.model` over a fitted featurizer; `initialise`: load what it
+        starts from (pretrained vectors), which a model about to get saved weights skips."""
+        model = cls(cfg.model, n_classes, featurizer)
+        model.init_report = model.initialise(featurizer) if initialise else {}
+        return model
+
+    def save_weights(self, folder: Path) -> None:
+        """Write the weights into a model folder being written."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        try:
+            save_file(state, str(folder / WEIGHTS))
+        except SafetensorError as e:  # how safetensors reports a full disk
+            raise OSError(f"cannot write {folder / WEIGHTS}: {e}") from None
+
+    @classmethod
+    def load_folder(
+        cls, folder: Path, cfg: Config, labels: LabelMap
+    ) -> tuple[TextClassifier, TitleReader]:
+        """The model saved in `folder` (its checked files) and how it reads titles."""
+        for name in (SPEC_FILE, WEIGHTS):
+            if not (folder / name).is_file():
+                raise ProdcatError(f"{folder}: not a model folder (no {name})")
+        featurizer = load_featurizer(folder, cfg.data, cfg.model)
+        model = cls.build(cfg, len(labels), featurizer, initialise=False)
+        try:
+            model.load_state_dict(load_file(str(folder / WEIGHTS)))
+        except (SafetensorError, RuntimeError, OSError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ProdcatError(f"{folder / WEIGHTS}: cannot load the weights ({reason})") from None
+        return model, TitleReader(cfg.data, featurizer)
+
+
+class IdsAndLengths(nn.Module):
+    """A model called with plain (ids, lengths) tensors, as the ONNX exporter calls it."""
+
+    def __init__(self, model: TextClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, lengths)

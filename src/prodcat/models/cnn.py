@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from prodcat.config import CNNConfig
-from prodcat.models.base import TextClassifier
+from prodcat.models.base import TextClassifier, WordModelConfig, word_featurizer
 from prodcat.registry import register
 
 
-@register("cnn")
+class CNNConfig(WordModelConfig):
+    """Convolutions of several widths, max-pooled over time."""
+
+    family: Literal["cnn"] = "cnn"
+    filters_length: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    num_filters: int = Field(128, ge=1, description="filters per width")
+
+
+@register("cnn", config=CNNConfig, featurizer=word_featurizer)
 class CNNClassifier(TextClassifier):
-    config_class = CNNConfig
 
     def build_encoder(self, input_dim: int) -> int:
         self.convs = nn.ModuleList(

@@ -6,13 +6,29 @@ alone, over each title's vector.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from prodcat.config import EncoderConfig
+from prodcat.config import DataConfig
 from prodcat.data.batches import Batch
-from prodcat.models.base import TextClassifier
+from prodcat.data.featurizers import SentenceFeaturizer, VectorFeaturizer
+from prodcat.encoders.sentence import EncoderSettings
+from prodcat.errors import ConfigError
+from prodcat.models.base import ClassifierConfig, TextClassifier
 from prodcat.registry import register
+
+
+class EncoderConfig(ClassifierConfig, EncoderSettings):
+    """A frozen pretrained sentence encoder turns each title into one vector; the head
+    (hidden_layers, dropout) classifies it."""
+
+    family: Literal["encoder"] = "encoder"
+
+
+def sentence_featurizer(data: DataConfig, model: EncoderConfig) -> SentenceFeaturizer:
+    return SentenceFeaturizer.from_config(data, model)
 
 
 class TitleVectors(nn.Module):
@@ -23,11 +39,9 @@ class TitleVectors(nn.Module):
         self.dim = dim
 
 
-@register("encoder")
+@register("encoder", config=EncoderConfig, featurizer=sentence_featurizer)
 class SentenceEncoderClassifier(TextClassifier):
-    config_class = EncoderConfig
-
-    def build_embedder(self, featurizer) -> nn.Module:
+    def build_embedder(self, featurizer: VectorFeaturizer) -> nn.Module:
         return TitleVectors(featurizer.dim)
 
     def build_encoder(self, input_dim: int) -> int:
@@ -38,3 +52,7 @@ class SentenceEncoderClassifier(TextClassifier):
     ) -> torch.Tensor:
         """The (B, D) title vectors of a `Batch`, or those given."""
         return features.features if isinstance(features, Batch) else features
+
+    def onnx_module(self) -> nn.Module:
+        raise ConfigError("the encoder family cannot be exported to ONNX: its sentence encoder "
+                          "runs outside the network")

@@ -1,15 +1,18 @@
-"""Ensembles as models: several trained model folders behind one, whose probabilities are a
-weighted mean of the members' calibrated probabilities.
+"""The ensemble family: a model of models, whose probabilities are a weighted mean of its
+members' calibrated probabilities.
 
-An ensemble folder holds `config.yaml` (family `ensemble`, the members' model configs and
-the data section titles are read with), `labels.txt`, `ensemble.json` (the members'
-sub-folders and weights), `calibration.json` (a temperature on top of the mean) and each
-member's own model folder under `members/`; `manifest.json` covers them all.
+Its members are models of other families, trained by `run()` like any model
+(`prodcat.workflow.ensemble`); the ensemble adds weights and a temperature fitted on the
+validation rows. An ensemble folder holds `config.yaml` (family `ensemble`, the members'
+model configs and the data section), `labels.txt`, `ensemble.json` (the members' sub-folders
+and weights), `calibration.json` (a temperature on top of the mean) and each member's own
+model folder under `members/`; `manifest.json` covers them all.
 
-The model is an `nn.Module` like any other: `EnsembleModel(batch)` returns logits, the log
-of the weighted mean of probabilities (softmax gives the mean back), so evaluation,
-calibration and serving use it unchanged. Its input is an `EnsembleBatch`, one `Batch` per
-member, since each member reads titles through its own featurizer.
+The model is an `nn.Module` like any other: `EnsembleModel(batch)` returns logits, the log of
+the weighted mean of probabilities (softmax gives the mean back), so evaluation, calibration
+and serving use it unchanged. Since each member reads titles through its own featurizer, its
+input is an `EnsembleBatch` (one `Batch` per member) and its rows an `EnsembleSplit`, made by
+its `MemberReader`.
 """
 
 from __future__ import annotations
@@ -18,22 +21,99 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from torch import nn
 
+from prodcat.config import (
+    Config,
+    ModelConfig,
+    StrictModel,
+    TrainingConfig,
+    family_config,
+    read_yaml_file,
+)
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import Split
-from prodcat.errors import ProdcatError
+from prodcat.data.vocab import LabelMap
+from prodcat.errors import ConfigError, ProdcatError
+from prodcat.evaluation.calibration import Calibration
+from prodcat.evaluation.evaluate import calibrate_split
+from prodcat.models.base import TitleReader
+from prodcat.models.folder import load_model_folder
+from prodcat.registry import register
 
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_FOLDER = "members"
 
 
-def is_ensemble_folder(folder: str | Path) -> bool:
-    """Whether `folder` holds an ensemble (its `ensemble.json`)."""
-    return (Path(folder) / ENSEMBLE_FILE).is_file()
+class EnsembleMember(StrictModel):
+    """One member of an ensemble: the model config of another family, and the training
+    settings it changes from the ensemble's own (`lr`, `epochs`, ...)."""
+
+    model: SerializeAsAny[ModelConfig]
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path_or_model(cls, value: Any) -> Any:
+        # `configs/cnn.yaml`: that file's model and training sections; a mapping with a
+        # `family`: a model config, trained with the ensemble's training section.
+        if isinstance(value, str | Path):
+            tree = read_yaml_file(value, "ensemble member config")
+            return {"model": tree.get("model") or {}, "training": tree.get("training") or {}}
+        if isinstance(value, dict) and "model" not in value:
+            return {"model": value}
+        return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _family_config(cls, value: Any) -> Any:
+        value = family_config(value)
+        if isinstance(value, EnsembleConfig):
+            raise ValueError("an ensemble member cannot be an ensemble (list its members)")
+        return value
+
+    @field_validator("training")
+    @classmethod
+    def _known_training_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        TrainingConfig.model_validate(value)  # a typo fails here, not after other members
+        return value
+
+
+class EnsembleConfig(ModelConfig):
+    """Several models of other families trained on the same data, one after another or
+    `workers` at once; the saved model averages their (calibrated) probabilities with
+    non-negative weights, summing to 1, that maximise the validation log-likelihood;
+    temperature scaling goes on top. Members share the data section.
+
+    Each member is a model config (a mapping with `family`), a mapping of `model` and
+    `training` (settings that differ from the ensemble's), or the path of a config YAML
+    (relative to the working folder) whose model and training sections are taken.
+    """
+
+    family: Literal["ensemble"] = "ensemble"
+    members: list[EnsembleMember] = Field(min_length=2)
+    workers: int = Field(
+        1,
+        ge=1,
+        description="members trained at once, each in its own process (give each member "
+        "training.threads so that workers x threads is at most the cores); 1: one after another",
+    )
+
+    def member_config(self, cfg: Config, index: int) -> Config:
+        """The full config member `index` trains with: `cfg` with its model and training.
+        Its seed is `training.seed + index` unless it sets one, so that a member listed
+        twice is a second draw, not a copy."""
+        member = self.members[index]
+        tree = cfg.model_dump(mode="json")
+        tree["model"] = member.model.model_dump(mode="json")
+        seed = {"seed": tree["training"]["seed"] + index}
+        tree["training"] = {**tree["training"], **seed, **member.training}
+        return Config.model_validate(tree)
 
 
 @dataclass
@@ -53,6 +133,8 @@ class EnsembleSpec:
     @classmethod
     def load(cls, folder: str | Path) -> EnsembleSpec:
         path = Path(folder) / ENSEMBLE_FILE
+        if not path.is_file():
+            raise ProdcatError(f"{folder}: not an ensemble folder (no {ENSEMBLE_FILE})")
         try:
             tree = json.loads(path.read_text(encoding="utf-8"))
             spec = cls(list(tree["members"]), [float(w) for w in tree["weights"]])
@@ -118,19 +200,40 @@ class EnsembleSplit:
             yield EnsembleBatch(list(parts))
 
 
+class MemberReader:
+    """How an ensemble reads titles: each member through its own data settings and
+    featurizer, the same titles in step."""
+
+    def __init__(self, members: Sequence[TitleReader]):
+        self.members = list(members)
+
+    def __call__(self, titles: list[str]) -> EnsembleBatch:
+        return EnsembleBatch([member(titles) for member in self.members])
+
+    def split(self, path: str | Path, labels: LabelMap, name: str = "evaluation") -> EnsembleSplit:
+        return EnsembleSplit([member.split(path, labels, name) for member in self.members])
+
+
+@register("ensemble", config=EnsembleConfig, featurizer=None)
 class EnsembleModel(nn.Module):
     """Logits log(sum_i w_i softmax(member_i / T_i)): the weighted mean of the members'
-    calibrated probabilities, as logits."""
+    calibrated probabilities, as logits. `folders`: the members' sub-folders."""
 
     def __init__(
-        self, members: Sequence[nn.Module], weights: Sequence[float], temperatures: Sequence[float]
+        self,
+        members: Sequence[nn.Module],
+        weights: Sequence[float],
+        temperatures: Sequence[float],
+        folders: Sequence[str] = (),
     ):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.folders = list(folders) or [f"{MEMBERS_FOLDER}/{i}" for i in range(len(members))]
         self.n_classes = members[0].n_classes
         self.register_buffer("temperatures", torch.tensor(list(temperatures), dtype=torch.float32))
         self.register_buffer("log_weights", torch.zeros(len(members)))
         self.set_weights(weights)
+        self.fitted_on: str | None = None
         self.init_report: dict[str, float] = {}
 
     def set_weights(self, weights: Sequence[float]) -> None:
@@ -155,6 +258,49 @@ class EnsembleModel(nn.Module):
     def forward(self, batch: EnsembleBatch) -> torch.Tensor:
         log_probs = self.member_log_probs(batch)
         return torch.logsumexp(log_probs + self.log_weights.view(-1, 1, 1), dim=0)
+
+    def calibrate(
+        self, validation: EnsembleSplit, batch_size: int, device: torch.device, autocast=False
+    ) -> tuple[Calibration, dict[str, float]]:
+        """Set the weights that maximise the validation log-likelihood, then fit a
+        temperature on top; return it and the validation metrics under both (members run in
+        float32 here: a few passes over the validation rows)."""
+        self.set_weights(fit_weights(true_class_log_probs(self, validation, batch_size, device)))
+        return calibrate_split(self, validation, batch_size, device, autocast=False)
+
+    @classmethod
+    def build(cls, cfg: Config, n_classes: int, featurizer, initialise: bool = True):
+        raise ConfigError("an ensemble is made of its members' runs: train it with run()")
+
+    def onnx_module(self) -> nn.Module:
+        raise ConfigError(
+            "the ensemble family cannot be exported to ONNX yet: its members are separate "
+            "networks (predict and serve it with the torch runtime)"
+        )
+
+    def save_weights(self, folder: Path) -> None:
+        """`ensemble.json`: the members' sub-folders (saved there by their own runs, or
+        copied) and the weights."""
+        EnsembleSpec(self.folders, self.weights, self.fitted_on).save(folder)
+
+    @classmethod
+    def load_folder(
+        cls, folder: Path, cfg: Config, labels: LabelMap
+    ) -> tuple[EnsembleModel, MemberReader]:
+        """The members of an ensemble folder under its weights, and how they read titles."""
+        spec = EnsembleSpec.load(folder)
+        members = [load_model_folder(folder / name) for name in spec.members]
+        for name, member in zip(spec.members, members):
+            if list(member.labels.names) != list(labels.names):
+                raise ProdcatError(f"{folder / name}: its categories differ from the ensemble's")
+        model = cls(
+            [m.model for m in members],
+            spec.weights,
+            [m.calibration.temperature for m in members],
+            spec.members,
+        )
+        model.fitted_on = spec.fitted_on
+        return model, MemberReader([m.reader for m in members])
 
 
 def fit_weights(true_log_probs: np.ndarray, iterations: int = 500) -> np.ndarray:

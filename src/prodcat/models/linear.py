@@ -13,30 +13,80 @@ linear model over the same features.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from prodcat.config import LinearConfig
-from prodcat.models.base import TextClassifier, hashed_bigrams, packed_bags
+from prodcat.data.featurizers import NgramFeaturizer, TokenFeaturizer
+from prodcat.errors import ConfigError
+from prodcat.models.base import (
+    TableConfig,
+    TextClassifier,
+    hashed_bigrams,
+    packed_bags,
+    word_featurizer,
+)
 from prodcat.registry import register
 
-if TYPE_CHECKING:
-    from prodcat.data.featurizer import Featurizer
+
+class LinearConfig(TableConfig):
+    """The classical baseline as a prodcat model: a TF-IDF-like bag of the title's words,
+    their character n-grams and word bigrams, L2-normalised, into a linear layer.
+
+    Every feature weighs its inverse document frequency (from the training rows); the bag is
+    projected to `embedding_dim` dimensions (a low-rank linear model), or, with `full_rank`,
+    scored by one weight per feature and category: scikit-learn's model, trained best with
+    `training.loss: squared_hinge` and `optimizer: adagrad` (`configs/fast.yaml`).
+    """
+
+    family: Literal["linear"] = "linear"
+    embedding_dim: int = Field(300, ge=1)
+    full_rank: bool = Field(
+        False,
+        description="no projection: one weight per feature and category, as scikit-learn's "
+        "linear models have (embedding_dim is unused; the table is features x categories, "
+        "~1 GB for 400 k features and 632 categories)",
+    )
+    char_ngram_buckets: int = Field(
+        200_000, ge=0, description="hashed character n-grams of every word, seen or not (0: none)"
+    )
+    ngram_buckets: int = Field(200_000, ge=0, description="hashed word-bigram features (0: none)")
+    idf: bool = Field(True, description="weigh each feature by its inverse document frequency")
+    separate_norms: bool = Field(
+        False,
+        description="L2-normalise the words (with their bigrams) and the character n-grams "
+        "each on its own, as a FeatureUnion of two TfidfVectorizers does (false: the whole bag "
+        "at once, ~150 n-grams then drowning ~10 words)",
+    )
+    min_count: int = Field(
+        1,
+        ge=1,
+        description="features seen fewer times in training weigh 0 (scikit-learn's min_df)",
+    )
+
+    @model_validator(mode="after")
+    def _full_rank_has_no_hidden_layers(self) -> LinearConfig:
+        if self.full_rank and self.hidden_layers:
+            raise ValueError(
+                "full_rank scores categories straight from the bag: hidden_layers must be []"
+            )
+        return self
 
 
 class BagEmbedder(nn.Module):
     """(B, T) ids -> (B, D): the idf-weighted, L2-normalised bag of features, projected."""
 
-    def __init__(self, featurizer: Featurizer, cfg: LinearConfig, dim: int):
+    def __init__(self, featurizer: TokenFeaturizer, cfg: LinearConfig, dim: int):
         super().__init__()
         self.pad_id = featurizer.pad_id
         self.per_token = featurizer.pieces_per_token
         self.n_ids = featurizer.vocab_size
         self.buckets = cfg.ngram_buckets
         # Ids from here to n_ids are character n-grams; below, words (bigrams come after).
-        self.char_start = self.n_ids - getattr(featurizer, "buckets", 0)
+        ngrams = featurizer.buckets if isinstance(featurizer, NgramFeaturizer) else 0
+        self.char_start = self.n_ids - ngrams
         self.separate_norms = cfg.separate_norms
         self.min_count = cfg.min_count
         rows = self.n_ids + self.buckets
@@ -51,7 +101,7 @@ class BagEmbedder(nn.Module):
         self.register_buffer("idf", torch.ones(rows))
         self.dropout = nn.Dropout(cfg.embedding_dropout)
 
-    def fit_idf(self, featurizer: Featurizer) -> dict[str, float]:
+    def fit_idf(self, featurizer: TokenFeaturizer) -> dict[str, float]:
         """idf = ln((1 + titles) / (1 + occurrences)) + 1 of each feature (scikit-learn's
         smoothed idf, occurrences standing for document frequency: titles rarely repeat a
         word); word bigrams and never-seen features get the largest. Features seen fewer than
@@ -72,7 +122,7 @@ class BagEmbedder(nn.Module):
     def dim(self) -> int:
         return self.table.embedding_dim
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         n, k = input_ids.shape[0], self.per_token
         ids = input_ids
         if self.buckets:
@@ -123,18 +173,16 @@ class CategoryBias(nn.Module):
         return scores + self.bias
 
 
-@register("linear")
+@register("linear", config=LinearConfig, featurizer=word_featurizer)
 class LinearClassifier(TextClassifier):
-    config_class = LinearConfig
-
-    def build_embedder(self, featurizer: Featurizer) -> nn.Module:
+    def build_embedder(self, featurizer: TokenFeaturizer) -> nn.Module:
         dim = self.n_classes if self.cfg.full_rank else self.cfg.embedding_dim
         return BagEmbedder(featurizer, self.cfg, dim)
 
     def build_head(self) -> nn.Module:
         return CategoryBias(self.n_classes) if self.cfg.full_rank else super().build_head()
 
-    def initialise(self, featurizer: Featurizer) -> dict[str, float]:
+    def initialise(self, featurizer: TokenFeaturizer) -> dict[str, float]:
         return self.embedder.fit_idf(featurizer) if self.cfg.idf else {}
 
     def build_encoder(self, input_dim: int) -> int:
@@ -142,3 +190,6 @@ class LinearClassifier(TextClassifier):
 
     def encode(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return embedded  # the bag is the title's vector already
+
+    def onnx_module(self) -> nn.Module:
+        raise ConfigError("the linear family cannot be exported to ONNX yet")

@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from prodcat import __version__
 from prodcat.atomic import sha256_file
 from prodcat.errors import ProdcatError
+from prodcat.version import __version__
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when a folder's layout changes in a way older prodcat cannot read

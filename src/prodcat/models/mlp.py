@@ -5,16 +5,28 @@ The course's baseline; with hashed bigrams it is fastText's architecture with a 
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from prodcat.config import MLPConfig
-from prodcat.models.base import TextClassifier, padding_mask
+import torch
+from pydantic import Field
+
+from prodcat.models.base import TextClassifier, WordModelConfig, padding_mask, word_featurizer
 from prodcat.registry import register
 
 
-@register("mlp")
+class MLPConfig(WordModelConfig):
+    """Mean (or max) of the title's word embeddings."""
+
+    family: Literal["mlp"] = "mlp"
+    # sqrt_sum: the sum over sqrt(tokens), the NNLM sentence encoders' pooling; with frozen
+    # pretrained vectors it is the study's averaged-word-vectors encoder.
+    pooling: Literal["mean", "max", "mean+max", "sqrt_sum"] = Field(
+        "mean", description="over the title's tokens"
+    )
+
+
+@register("mlp", config=MLPConfig, featurizer=word_featurizer)
 class MLPClassifier(TextClassifier):
-    config_class = MLPConfig
 
     def build_encoder(self, input_dim: int) -> int:
         return input_dim * (2 if self.cfg.pooling == "mean+max" else 1)

@@ -9,14 +9,51 @@ the model folder keeps and gets its fine-tuned weights from `model.safetensors`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from prodcat.config import TransformerConfig
-from prodcat.data.batches import Batch
-from prodcat.models.base import TextClassifier, padding_mask
+from prodcat.config import DataConfig
+from prodcat.data.cache import default_cache_root
+from prodcat.data.featurizers import SubwordFeaturizer
+from prodcat.encoders.sentence import e5_folder, minilm_folder
+from prodcat.errors import ConfigError
+from prodcat.models.base import ClassifierConfig, TextClassifier, padding_mask
 from prodcat.registry import register
+
+
+class TransformerConfig(ClassifierConfig):
+    """A pretrained transformer (BERT / RoBERTa / XLM-R style) fine-tuned end to end with its
+    own tokenizer, a head over its pooled output."""
+
+    family: Literal["transformer"] = "transformer"
+    pretrained: Literal["e5", "minilm"] | None = Field(
+        None, description="a bundled model (e5: multilingual E5-small; minilm: English MiniLM)"
+    )
+    model_path: Path | None = Field(None, description="a local transformers folder")
+    pooling: Literal["cls", "mean"] = "mean"
+    text_prefix: str = Field("", description='put before each title (E5 reads "query: ")')
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TransformerConfig:
+        if (self.pretrained is None) == (self.model_path is None):
+            raise ValueError("give exactly one of model.pretrained and model.model_path")
+        return self
+
+
+def subword_featurizer(data: DataConfig, model: TransformerConfig) -> SubwordFeaturizer:
+    """The tokenizer of the model's folder: a bundled one, or `model_path`."""
+    if model.pretrained == "e5":
+        folder = e5_folder(data.cache_dir or default_cache_root())
+    elif model.pretrained == "minilm":
+        folder = minilm_folder()
+    else:
+        folder = model.model_path
+    return SubwordFeaturizer.of_model(folder, data, model.text_prefix)
 
 
 class PretrainedEncoder(nn.Module):
@@ -52,11 +89,9 @@ class PretrainedEncoder(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
 
 
-@register("transformer")
+@register("transformer", config=TransformerConfig, featurizer=subword_featurizer)
 class TransformerClassifier(TextClassifier):
-    config_class = TransformerConfig
-
-    def build_embedder(self, featurizer) -> nn.Module:
+    def build_embedder(self, featurizer: SubwordFeaturizer) -> nn.Module:
         return PretrainedEncoder(featurizer.folder, self.cfg.gradient_checkpointing)
 
     def initialise(self, featurizer) -> dict[str, float]:
@@ -71,12 +106,8 @@ class TransformerClassifier(TextClassifier):
         mask = padding_mask(lengths, states.shape[1]).unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
-    def title_vectors(
-        self, input_ids: torch.Tensor | Batch, lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(B, encoder_dim) of a `Batch`, or of (B, T) piece ids and their lengths."""
-        if isinstance(input_ids, Batch):
-            input_ids, lengths = input_ids.input_ids, input_ids.lengths
-        if lengths is None:
-            raise TypeError("forward(input_ids, lengths) needs the lengths")
-        return self.encode(self.embedder(input_ids, lengths), lengths)
+    def onnx_module(self) -> nn.Module:
+        raise ConfigError(
+            "the transformer family cannot be exported to ONNX yet: its subword tokenizer has "
+            "no torch-free path here"
+        )

@@ -42,9 +42,9 @@ from pydantic import (
     model_validator,
 )
 
-import prodcat
 from prodcat.serving.batcher import MicroBatcher
 from prodcat.serving.runtimes import load_classifier
+from prodcat.version import __version__
 
 if TYPE_CHECKING:
     from prodcat.serving.onnx_runtime import OnnxClassifier
@@ -164,7 +164,7 @@ def model_info(classifier: Classifier | OnnxClassifier) -> dict[str, Any]:
             }
             for split in ("train", "validation", "test")
         },
-        "prodcat_version": prodcat.__version__,
+        "prodcat_version": __version__,
     }
 
 
@@ -240,7 +240,7 @@ def create_app(
 
     app = FastAPI(
         title="prodcat",
-        version=prodcat.__version__,
+        version=__version__,
         summary=f"Product-title categories from a {info['family']} model "
         f"({info['classes']} categories)",
         lifespan=lifespan,

@@ -2,9 +2,9 @@
 
 It offers what `Classifier` offers to `predict` and `serve` (`top_k`, `predict`,
 `predict_proba`, `predict_top_k`, `labels`, `cfg`, `folder`), from the model folder's config,
-featurizer and labels and its `model.onnx`. Titles are encoded as `Classifier` encodes them:
-up to `SMALL_BATCH` by the pure-Python `TitleEncoder`, more by the featurizer's Arrow path;
-both give numpy arrays, so nothing here imports torch (tests/test_export.py checks it).
+featurizer and labels and its `model.onnx`. Titles are encoded as `Classifier` encodes them,
+by the folder's featurizer, into numpy arrays; the config is read without its family's schema
+(the graph is the network), so nothing here imports torch (tests/test_export.py checks it).
 """
 
 from __future__ import annotations
@@ -14,37 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from prodcat.config import Config, load_config
-from prodcat.data.featurizer import SPEC_FILE, load_featurizer
+from prodcat.data.featurizers import SPEC_FILE, load_featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ConfigError, ProdcatError
 from prodcat.evaluation.calibration import Calibration
-from prodcat.serving.runtimes import NamedTopK
-from prodcat.serving.title_encoder import TitleEncoder
+from prodcat.serving.topk import NamedTopK, softmax, softmax_top_k
 
 ONNX_FILE = "model.onnx"  # where `prodcat export` writes by default
-SMALL_BATCH = 256  # as `prodcat.serving.predictor.SMALL_BATCH`
-
-
-def softmax_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, k) ids of the `k` largest logits of each row, best first, and their softmax
-    probabilities."""
-    k = min(k, logits.shape[1])
-    if k == logits.shape[1]:
-        indices = np.argsort(-logits, axis=1, kind="stable")
-    else:
-        part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(logits, part, 1), axis=1, kind="stable")
-        indices = np.take_along_axis(part, order, 1)
-    values = np.take_along_axis(logits, indices, 1)
-    top = logits.max(axis=1, keepdims=True)
-    log_norm = top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
-    return indices, np.exp(values - log_norm)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, (N, C)."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class OnnxClassifier(NamedTopK):
@@ -74,7 +50,6 @@ class OnnxClassifier(NamedTopK):
         self.featurizer = featurizer
         self.labels = labels
         self.folder = folder
-        self.title_encoder = TitleEncoder(featurizer) if TitleEncoder.supports(featurizer) else None
 
     @classmethod
     def load(
@@ -89,13 +64,7 @@ class OnnxClassifier(NamedTopK):
                 "the onnx runtime needs onnxruntime: pip install 'prodcat[onnx]'"
             ) from None
         folder = Path(folder)
-        if (folder / "config.yaml").is_file():
-            if load_config(folder / "config.yaml").model.family == "ensemble":
-                raise ConfigError(
-                    f"{folder}: an ensemble runs under the torch runtime only (its members are "
-                    "separate networks): drop --runtime onnx"
-                )
-        for name in ("config.yaml", SPEC_FILE, "labels.txt"):
+        for name in ("config.yaml", "labels.txt"):
             if not (folder / name).is_file():
                 raise ProdcatError(f"{folder}: not a model folder (no {name})")
         path = Path(onnx_path) if onnx_path is not None else folder / ONNX_FILE
@@ -103,8 +72,10 @@ class OnnxClassifier(NamedTopK):
             raise ConfigError(
                 f"{path}: no such ONNX file; write it with `prodcat export {folder} --format onnx`"
             )
-        cfg = load_config(folder / "config.yaml")
-        featurizer = load_featurizer(folder, cfg)
+        if not (folder / SPEC_FILE).is_file():
+            raise ProdcatError(f"{folder}: not a model folder (no {SPEC_FILE})")
+        cfg = load_config(folder / "config.yaml", check_family=False)
+        featurizer = load_featurizer(folder, cfg.data)
         labels = LabelMap.load(folder / "labels.txt")
         options = ort.SessionOptions()
         if threads is not None:
@@ -125,12 +96,6 @@ class OnnxClassifier(NamedTopK):
     def categories(self) -> list[str]:
         return list(self.labels.names)
 
-    def encode(self, titles: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, T) int64 ids and (N,) lengths: the fast path for a few, Arrow for many."""
-        if self.title_encoder is not None and len(titles) <= SMALL_BATCH:
-            return self.title_encoder.encode(titles)
-        return self.featurizer.encode(titles)
-
     def logits(self, titles: list[str], batch_size: int = 4096) -> np.ndarray:
         """(N, C) float32 calibrated logits of raw titles (divided by the folder's
         temperature), `batch_size` titles per run."""
@@ -138,7 +103,7 @@ class OnnxClassifier(NamedTopK):
             raise ProdcatError(f"batch size must be at least 1, got {batch_size}")
         chunks = []
         for start in range(0, len(titles), batch_size):
-            ids, lengths = self.encode(titles[start : start + batch_size])
+            ids, lengths = self.featurizer.encode(titles[start : start + batch_size])
             feed = {"input_ids": ids.astype(np.int64), "lengths": lengths.astype(np.int64)}
             chunks.append(self.session.run(None, feed)[0])
         if not chunks:

@@ -347,7 +347,8 @@ def run_predict(
     (`onnx_path`, default the folder's model.onnx), which imports no torch;
     `min_confidence`: titles less sure than this are written undecided."""
     from prodcat.config import load_config
-    from prodcat.serving.runtimes import RUNTIMES, load_classifier, local_model_folder
+    from prodcat.serving.location import local_model_folder
+    from prodcat.serving.runtimes import RUNTIMES, load_classifier
 
     check_options(top_k, batch_size, fmt, min_confidence)
     if runtime not in RUNTIMES:
@@ -355,7 +356,8 @@ def run_predict(
     model = local_model_folder(model)
     if not (model / "config.yaml").is_file():
         raise ProdcatError(f"{model}: not a model folder (no config.yaml)")
-    data = load_config(model / "config.yaml").data  # no torch yet: input errors come fast
+    # The data section alone (no family, so no torch yet): input errors come fast.
+    data = load_config(model / "config.yaml", check_family=False).data
     with open_titles(titles, input, data) as source:
         if fmt == "submission" and source.key_name != "id":
             raise ConfigError(

@@ -1,8 +1,8 @@
-"""`Classifier`: a saved model folder behind a scikit-learn-like API.
+"""`Classifier`: a saved model folder behind a scikit-learn-like API, whatever family (an
+ensemble too) the folder holds.
 
 Every probability it returns is calibrated: the logits are divided by the temperature the
-folder's `calibration.json` holds (1 without one). An ensemble folder loads as an
-`EnsembleClassifier`, the same API over its members.
+folder's `calibration.json` holds (1 without one).
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ import numpy as np
 import torch
 
 from prodcat.config import Config
-from prodcat.data.batches import Batch
-from prodcat.data.dataset import file_split
+from prodcat.data.vocab import LabelMap
 from prodcat.errors import ProdcatError
 from prodcat.evaluation.calibration import Calibration
 from prodcat.evaluation.evaluate import evaluate_split
-from prodcat.models.ensemble import EnsembleBatch, EnsembleSpec, EnsembleSplit, is_ensemble_folder
 from prodcat.models.folder import load_model_folder
-from prodcat.serving.runtimes import NamedTopK, local_model_folder
-from prodcat.serving.title_encoder import TitleEncoder
+from prodcat.serving.location import local_model_folder
+from prodcat.serving.topk import NamedTopK
 
-# The most titles a call encodes with the pure-Python tokenizer (Arrow's costs ~2 ms a call
-# whatever the count) and runs on one thread; more go through the data layer's Arrow path.
+# Up to this many titles a call runs on one thread (and takes the featurizers' pure-Python
+# path): a few titles gain nothing from several intra-op threads and, on a busy machine, wait
+# for them: one title took 6 ms with 2 threads on 2 busy cores, 0.1 ms with 1.
 SMALL_BATCH = 256
 
 
@@ -57,32 +56,32 @@ class Classifier(NamedTopK):
     def __init__(
         self,
         cfg: Config,
-        model,
-        featurizer,
-        labels,
+        model: torch.nn.Module,
+        reader,
+        labels: LabelMap,
         folder: Path | None = None,
         calibration: Calibration | None = None,
     ):
         self.cfg = cfg
         self.model = model
-        self.featurizer = featurizer
+        self.reader = reader  # titles -> the model's input (`models.base.TitleReader`)
         self.labels = labels
         self.folder = folder
         self.calibration = calibration or Calibration()
-        # Up to SMALL_BATCH titles skip Arrow's fixed cost (~2 ms a call) for the pure-Python
-        # twin of its tokenizer, which gives the same ids (serving/title_encoder.py).
-        self.title_encoder = TitleEncoder(featurizer) if TitleEncoder.supports(featurizer) else None
 
     @classmethod
     def load(cls, folder: str | Path) -> Classifier:
-        """Load a model folder written by `prodcat train`, or one MLflow logged
-        (`runs:/<run id>/model`, `models:/<name>/<version>`); an ensemble folder gives an
-        `EnsembleClassifier`."""
+        """Load a model folder written by `prodcat train` or `prodcat ensemble`, or one
+        MLflow logged (`runs:/<run id>/model`, `models:/<name>/<version>`)."""
         folder = local_model_folder(folder)
-        if is_ensemble_folder(folder):
-            return EnsembleClassifier.load(folder)
-        cfg, model, featurizer, labels = load_model_folder(folder)  # checks the manifest
-        return cls(cfg, model, featurizer, labels, folder, Calibration.load(folder))
+        loaded = load_model_folder(folder)  # checks the manifest
+        cfg, model, reader, labels, calibration = loaded
+        return cls(cfg, model, reader, labels, folder, calibration)
+
+    @property
+    def featurizer(self):
+        """A single network's featurizer (an ensemble's members have one each)."""
+        return self.reader.featurizer
 
     @property
     def temperature(self) -> float:
@@ -93,17 +92,12 @@ class Classifier(NamedTopK):
     def categories(self) -> list[str]:
         return list(self.labels.names)
 
-    def batch(self, titles: list[str]) -> Batch:
-        """Model input for raw titles: the fast path for a few, the featurizer for many."""
-        if self.title_encoder is not None and len(titles) <= SMALL_BATCH:
-            matrix, lengths = self.title_encoder.encode(titles)
-            return Batch(torch.from_numpy(matrix), torch.from_numpy(lengths))
-        return self.featurizer(titles)
+    def batch(self, titles: list[str]):
+        """The model's input for raw titles."""
+        return self.reader(titles)
 
     @staticmethod
     def _threads(n_titles: int):
-        # A few titles gain nothing from several intra-op threads and, on a busy machine,
-        # wait for them: one title took 6 ms with 2 threads on 2 busy cores, 0.1 ms with 1.
         return intra_op_threads(1 if n_titles <= SMALL_BATCH else torch.get_num_threads())
 
     def logits(self, titles: list[str], batch_size: int = 4096) -> torch.Tensor:
@@ -151,7 +145,7 @@ class Classifier(NamedTopK):
 
     def labelled_split(self, path: str | Path):
         """Every row of a labelled file, encoded as the model reads it."""
-        return file_split(path, self.cfg.data, self.featurizer, self.labels)
+        return self.reader.split(path, self.labels)
 
     def evaluate(self, path: str | Path, batch_size: int = 4096) -> dict[str, float]:
         """balanced_accuracy, accuracy, macro_f1, loss, calibration (ece, auto_label_share_95
@@ -161,52 +155,3 @@ class Classifier(NamedTopK):
             self.model, split, batch_size, torch.device("cpu"), temperature=self.temperature
         )
         return metrics
-
-
-class EnsembleClassifier(Classifier):
-    """An ensemble folder (`models/ensemble.py`): each member reads the titles through its
-    own featurizer; the model averages their calibrated probabilities."""
-
-    def __init__(
-        self,
-        cfg: Config,
-        members: list[Classifier],
-        spec: EnsembleSpec,
-        labels,
-        folder: Path | None = None,
-        calibration: Calibration | None = None,
-    ):
-        from prodcat.models.ensemble import EnsembleModel
-
-        model = EnsembleModel(
-            [m.model for m in members], spec.weights, [m.temperature for m in members]
-        ).eval()
-        super().__init__(cfg, model, None, labels, folder, calibration)
-        self.members = members
-        self.spec = spec
-
-    @classmethod
-    def load(cls, folder: str | Path) -> EnsembleClassifier:
-        """An ensemble folder written by `prodcat train` or `prodcat ensemble`."""
-        from prodcat.config import load_config
-        from prodcat.data.vocab import LabelMap
-        from prodcat.models.manifest import verify_model_folder
-
-        folder = local_model_folder(folder)
-        verify_model_folder(folder)
-        spec = EnsembleSpec.load(folder)
-        members = [Classifier.load(folder / name) for name in spec.members]
-        labels = LabelMap.load(folder / "labels.txt")
-        for name, member in zip(spec.members, members):
-            if list(member.labels.names) != list(labels.names):
-                raise ProdcatError(f"{folder / name}: its categories differ from the ensemble's")
-        cfg = load_config(folder / "config.yaml")
-        return cls(cfg, members, spec, labels, folder, Calibration.load(folder))
-
-    def batch(self, titles: list[str]) -> EnsembleBatch:  # type: ignore[override]
-        """One batch of the titles per member, each encoded by the member's featurizer."""
-        return EnsembleBatch([member.batch(titles) for member in self.members])
-
-    def labelled_split(self, path: str | Path) -> EnsembleSplit:
-        """Every row of a labelled file, as each member reads it."""
-        return EnsembleSplit([member.labelled_split(path) for member in self.members])

@@ -33,7 +33,7 @@ class RunState:
     run_id: str | None = None  # the tracker's run, reopened on resume
     partial: dict[str, Any] | None = None  # progress inside the epoch after `epoch`
     improved: bool = False  # the last epoch set a new best
-    batch_size: int | None = None  # rows per step as run (what `batch_size: auto` found)
+    batch_size: int | None = None  # rows per step, all ranks together (`auto` resolved)
     stop: bool = False  # a callback asks the run to end after this epoch
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,7 +58,6 @@ class RunInfo:
     init_report: dict[str, float] = field(default_factory=dict)  # e.g. vectors' coverage
     optimizer: Any = None  # to read the learning rate a step used; callbacks never step it
     replaced_run_id: str | None = None  # the tracker's run of the checkpoint a new run replaced
-    batch_size: int = 0  # rows per optimizer step, all ranks together (`auto` resolved)
     batches_per_epoch: int = 0  # of this rank
 
 

@@ -51,6 +51,7 @@ class RunResult(BaseModel):
     run_id: str | None = None  # the tracker's run
     init_report: dict[str, float] = {}  # what the model started from (vectors' coverage, ...)
     temperature: float | None = None  # what calibration.json divides the logits by (None: off)
+    members: int | None = None  # an ensemble's: its members' runs are in members/
     _model: Any = PrivateAttr(default=None)  # the best weights, on the training device
 
     @property

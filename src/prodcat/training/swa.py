@@ -1,5 +1,5 @@
 """Stochastic weight averaging (`training.swa_epochs`): the mean of the weights at the end of
-each of the run's last epochs.
+each of the run's last epochs, kept by torch's `AveragedModel`.
 
 An epoch of the window is validated with the mean so far (that epoch's weights included), so
 the best epoch, early stopping and the saved model choose between single epochs and these
@@ -14,43 +14,37 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from prodcat.training.ema import holding
 
 
 class EpochAverage:
-    """The running mean of `model`'s trained parameters, one term per `add`."""
+    """The running mean of `model`'s parameters, one term per `add`."""
 
     def __init__(self, model: torch.nn.Module):
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.average = [torch.zeros_like(p) for p in self.params]
-        self.count = 0
+        self.model = model
+        self.averaged = AveragedModel(model)
 
-    @torch.no_grad()
     def add(self) -> None:
         """Take the current weights into the mean."""
-        self.count += 1
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1 / self.count)
+        self.averaged.update_parameters(self.model)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
         """The model holds the mean inside the block, its own weights again after it."""
-        with holding(self.params, self.average):
+        with holding(list(self.model.parameters()), list(self.averaged.module.parameters())):
             yield
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "average": list(self.average)}
+        return self.averaged.state_dict()
 
-    @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore a saved mean; None (a checkpoint without one) starts an empty one."""
         if state is None:
-            self.count = 0
+            self.averaged.n_averaged.zero_()
             return
-        saved = state["average"]
-        if len(saved) != len(self.params) or any(
-            a.shape != p.shape for a, p in zip(saved, self.params)
-        ):
-            raise ValueError("the checkpoint's weight mean does not match this model")
-        torch._foreach_copy_(self.average, [a.to(p.device) for a, p in zip(saved, self.params)])
-        self.count = int(state["count"])
+        try:
+            self.averaged.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"the checkpoint's mean does not match the model ({e})") from None

@@ -1,61 +1,127 @@
-"""The one place that talks to MLflow: a callback of the training loop."""
+"""The one module of prodcat that talks to MLflow (the pyfunc model MLflow loads aside):
+recording runs, the runs that nest them, a model folder as an MLflow Model, and reading runs
+and models back (`prodcat report`, `predict runs:/...`).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import platform
-import subprocess
-import sys
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from prodcat.atomic import write_text_atomic
 from prodcat.config import TrackingConfig
+from prodcat.errors import ConfigError, ProdcatError
 from prodcat.fault_points import pause_point
+from prodcat.models.manifest import listed_files
+from prodcat.tracking import tracking_uri
+from prodcat.tracking.metadata import (
+    default_run_name,
+    file_digest,
+    git_commit,
+    library_versions,
+    source_tags,
+)
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.device import device_name
-
-if TYPE_CHECKING:
-    from prodcat.training.result import RunResult
+from prodcat.training.result import RunResult
+from prodcat.version import __version__
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 LR_POINTS_PER_EPOCH = 50  # batch_lr values logged per epoch, at most (and the last batch's)
 BEST_EPOCH_METRICS = ("train_loss",)  # besides validation_*: logged again from the best epoch
 DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
 PLOTS = ("validation_bac.png", "loss.png")
-DIGEST_BLOCK = 1 << 20
-DIGEST_BLOCKS = 16
+MODEL_FOLDER = "model_folder"  # the prodcat folder's name among an MLflow Model's artifacts
 
 
-class MlflowTracker(Callback):
+class MlflowTracker:
+    """The `Tracker` of an MLflow store (`prodcat.tracking`)."""
+
+    def __init__(self, cfg: TrackingConfig):
+        self.cfg = cfg
+        self.uri = tracking_uri(cfg.uri)
+
+    def run_logger(self, parent_run_id: str | None = None) -> MlflowRun:
+        cfg = self.cfg
+        return MlflowRun(self.uri, cfg.experiment, cfg.run_name, parent_run_id, cfg.tags)
+
+    def open_parent(
+        self, state_file: Path, run_name: str, tags: dict[str, str], params: dict[str, Any]
+    ) -> str:
+        """The run of a sweep, a study or an ensemble, which its runs nest under: the one
+        whose id `state_file` keeps, set RUNNING again when it resumes; else a new one in the
+        experiment, its id written to `state_file`."""
+        client = mlflow.MlflowClient(self.uri)
+        if state_file.is_file():
+            run_id = json.loads(state_file.read_text(encoding="utf-8")).get("parent_run_id")
+            try:
+                client.update_run(run_id, status="RUNNING")
+                return run_id
+            except MlflowException:
+                pass  # another store, or the run was deleted: start a new one
+        with sqlite_store_lock(self.uri):
+            found = client.get_experiment_by_name(self.cfg.experiment)
+            experiment = (
+                found.experiment_id if found else client.create_experiment(self.cfg.experiment)
+            )
+        run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+        for key, value in params.items():
+            client.log_param(run_id, key, value)
+        write_text_atomic(state_file, json.dumps({"parent_run_id": run_id}))
+        return run_id
+
+    def close_parent(
+        self, run_id: str | None, status: str = "FINISHED", metrics: dict[str, Any] | None = None
+    ) -> None:
+        if run_id is None:
+            return
+        client = mlflow.MlflowClient(self.uri)
+        stamp = int(time.time() * 1000)
+        values = [
+            mlflow.entities.Metric(key, float(value), stamp, 0)
+            for key, value in (metrics or {}).items()
+            if value is not None
+        ]
+        if values:
+            client.log_batch(run_id, metrics=values)
+        client.set_terminated(run_id, status)
+
+
+class MlflowRun(Callback):
     """Records a run in MLflow: params, tags, per-epoch metrics, test metrics and the folder.
 
     A callback of the loop, on rank 0 only. A resumed run reopens its MLflow run; with
-    `parent_run_id` the run is nested under that one (a sweep's or a study's run).
+    `parent_run_id` the run is nested under that one (a sweep's, a study's or an ensemble's).
     """
 
     main_only = True
 
     def __init__(
         self,
-        uri: str | None = None,
+        uri: str,
         experiment: str = "prodcat",
         run_name: str | None = None,
         parent_run_id: str | None = None,
         tags: dict[str, str] | None = None,
     ):
-        import mlflow  # imported here: it takes seconds, and only tracked runs need it
-
         self.mlflow = mlflow
-        self.uri = tracking_uri(uri)
+        self.uri = uri
         self.experiment = experiment
         self.run_name = run_name
         self.parent_run_id = parent_run_id
@@ -91,7 +157,7 @@ class MlflowTracker(Callback):
         run.state.run_id = self.start(run.state.run_id)
         params = run.cfg.flat()
         if params.get("training.batch_size") == "auto":
-            params["training.batch_size_found"] = run.batch_size
+            params["training.batch_size_found"] = run.state.batch_size
         self.log_params(params)
         summary = run.splits.summary
         self.set_tags(
@@ -100,7 +166,7 @@ class MlflowTracker(Callback):
                 "device_type": run.device.type,
                 "git_commit": git_commit() or "unknown",
                 "categories": len(run.splits.labels),
-                "vocabulary": run.splits.featurizer.vocab_size,
+                "vocabulary": summary.vocabulary,
                 **{f"data.{role}_file": path for role, path in summary.files.items()},
                 **{f"data.{role}_rows": n for role, n in summary.sizes.items()},
                 **{f"data.rows_read.{Path(f).name}": n for f, n in summary.rows_read.items()},
@@ -147,10 +213,6 @@ class MlflowTracker(Callback):
         """Log the model folder as an MLflow Model too (pyfunc flavor, at `model`, beside the
         folder's files), so `mlflow.pyfunc.load_model("runs:/<id>/model")` and the registry
         work. The folder is already logged: a failure here is a warning, not a failed run."""
-        from mlflow.exceptions import MlflowException
-
-        from prodcat.serving.pyfunc import log_pyfunc_model
-
         try:
             log_pyfunc_model(folder, name="model")
         except (MlflowException, OSError) as e:
@@ -164,7 +226,7 @@ class MlflowTracker(Callback):
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_terminated(run_id, "KILLED")
                 log.info("closed MLflow run %s, left RUNNING by a killed process", run_id)
-        except self.mlflow.exceptions.MlflowException:
+        except MlflowException:
             pass  # another store, or deleted: nothing to close here
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -261,10 +323,9 @@ class MlflowTracker(Callback):
     def _flush_lr(self) -> None:
         if not self._lr_points or self.run_id is None:
             return
-        from mlflow.entities import Metric
-
         stamp = int(time.time() * 1000)
-        metrics = [Metric("batch_lr", lr, stamp, batch) for batch, lr in self._lr_points]
+        metric = mlflow.entities.Metric
+        metrics = [metric("batch_lr", lr, stamp, batch) for batch, lr in self._lr_points]
         client = self.mlflow.MlflowClient()
         for start in range(0, len(metrics), 1000):  # MLflow takes 1,000 metrics per batch
             client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
@@ -297,144 +358,9 @@ def sqlite_store_lock(uri: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def tracking_uri(uri: str | None = None) -> str:
-    """The store runs go to: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def open_parent_run(
-    uri: str | None,
-    experiment: str,
-    state_file: Path,
-    run_name: str,
-    tags: dict[str, str],
-    params: dict[str, Any] | None = None,
-) -> str:
-    """The run of a sweep or a study, which its runs nest under: the one whose id
-    `state_file` keeps, set RUNNING again when the sweep or study resumes; else a new one in
-    `experiment`, its id written to `state_file`."""
-    import mlflow
-
-    from prodcat.atomic import write_text_atomic
-
-    client = mlflow.MlflowClient(tracking_uri(uri))
-    if state_file.is_file():
-        run_id = json.loads(state_file.read_text(encoding="utf-8")).get("parent_run_id")
-        try:
-            client.update_run(run_id, status="RUNNING")
-            return run_id
-        except mlflow.exceptions.MlflowException:
-            pass  # another store, or the run was deleted: start a new one
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    for key, value in (params or {}).items():
-        client.log_param(run_id, key, value)
-    write_text_atomic(state_file, json.dumps({"parent_run_id": run_id}))
-    return run_id
-
-
-def log_run_metrics(uri: str | None, run_id: str | None, metrics: dict[str, float]) -> None:
-    """Log final metrics on a run this process does not hold open (an ensemble's, which its
-    members nest under); None values are left out. No-op without a run."""
-    if run_id is None:
-        return
-    import mlflow
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    values = [
-        Metric(key, float(value), stamp, 0) for key, value in metrics.items() if value is not None
-    ]
-    mlflow.MlflowClient(tracking_uri(uri)).log_batch(run_id, metrics=values)
-
-
-def close_parent_run(uri: str | None, run_id: str | None, status: str = "FINISHED") -> None:
-    """End a sweep's or study's run (no-op without one)."""
-    if run_id is None:
-        return
-    import mlflow
-
-    mlflow.MlflowClient(tracking_uri(uri)).set_terminated(run_id, status)
-
-
 def _param(value: Any) -> str:
     text = "null" if value is None else str(value)
     return text if len(text) <= 500 else text[:497] + "..."
-
-
-def make_tracker(
-    tracking_cfg: TrackingConfig, parent_run_id: str | None = None
-) -> MlflowTracker | None:
-    """An MLflow tracker callback, or None when tracking is off."""
-    if not tracking_cfg.enabled:
-        return None
-    return MlflowTracker(
-        tracking_cfg.uri,
-        tracking_cfg.experiment,
-        tracking_cfg.run_name,
-        parent_run_id,
-        tags=tracking_cfg.tags,
-    )
-
-
-def git_commit(folder: str | Path | None = None) -> str | None:
-    """The commit checked out in `folder`'s repository (default: prodcat's source), if any."""
-    return _git(folder, "rev-parse", "HEAD")
-
-
-def _git(folder: str | Path | None, *args: str) -> str | None:
-    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), *args],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def source_tags() -> dict[str, str]:
-    """MLflow's standard source tags: the entry point's name, and the commit and branch of
-    prodcat's source when it runs from a git checkout."""
-    entry = Path(sys.argv[0])  # `prodcat`, a script, or a package's __main__.py (python -m)
-    name = (entry.parent if entry.name == "__main__.py" else entry).name
-    tags = {"mlflow.source.name": name or "python"}
-    commit = git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-        branch = _git(None, "rev-parse", "--abbrev-ref", "HEAD")
-        if branch and branch != "HEAD":
-            tags["mlflow.source.git.branch"] = branch
-    return tags
-
-
-def default_run_name(family: str, output: str | Path) -> str:
-    """The model folder's name (`mlp-20250101-120000` by default), led by the family when the
-    name does not already say it."""
-    name = Path(output).resolve().name
-    return name if family in name else f"{family}-{name}"
-
-
-def file_digest(path: str | Path) -> str:
-    """A fingerprint of a file's content, the same wherever the file lies: SHA-256 of its size
-    and bytes (for files over 16 MiB, of 16 evenly spaced 1 MiB blocks); 12 hex digits."""
-    size = os.path.getsize(path)
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        if size <= DIGEST_BLOCK * DIGEST_BLOCKS:
-            digest.update(f.read())
-        else:
-            for i in range(DIGEST_BLOCKS):
-                f.seek(
-                    i * (size - DIGEST_BLOCK) // (DIGEST_BLOCKS - 1)
-                )  # the last one ends the file
-                digest.update(f.read(DIGEST_BLOCK))
-    return digest.hexdigest()[:12]
 
 
 def _learning_rate(run: RunInfo) -> float | None:
@@ -442,13 +368,168 @@ def _learning_rate(run: RunInfo) -> float | None:
     return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    for name in ("prodcat", "torch", "numpy", "pyarrow", "mlflow", "scikit-learn"):
+
+# -- a model folder as an MLflow Model --------------------------------------------------------
+
+# What `Classifier.load` reads of a folder without a manifest; plots, predictions and reports
+# stay in the run's artifacts.
+FOLDER_FILES = (
+    "config.yaml",
+    "featurizer.json",
+    "vocab.txt",
+    "labels.txt",
+    "model.safetensors",
+    "calibration.json",
+)
+INPUT_EXAMPLE = ["Placa De Sonido - Behringer Umc22"]
+# Installed beside the model by `mlflow models serve` (prodcat itself is not on PyPI: serve
+# with `--env-manager local` from an environment that has it).
+REQUIREMENTS = (
+    "prodcat",
+    "torch",
+    "mlflow",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "safetensors",
+)
+
+
+def model_signature():
+    """Titles in; the best category and its probability out; `top_k` as a parameter."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.string)]),
+        outputs=Schema(
+            [ColSpec(DataType.string, "category"), ColSpec(DataType.double, "probability")]
+        ),
+        params=ParamSchema([ParamSpec("top_k", DataType.long, 1)]),
+    )
+
+
+def requirements() -> list[str]:
+    """Pinned versions of what loading the model needs, from this environment."""
+    pins = []
+    for name in REQUIREMENTS:
         try:
-            out[name] = version(name)
+            pins.append(f"{name}=={version(name).split('+')[0]}")
         except PackageNotFoundError:
-            pass
-    return out
+            pins.append(name)
+    return pins
+
+
+def log_pyfunc_model(folder: str | Path, name: str = "model") -> str:
+    """Log a model folder as an MLflow Model (the `python_function` flavor) under the active
+    run; return its URI. The MLflow Model holds the files `Classifier.load` reads as its
+    `model_folder` artifact and loads them with the code file `prodcat/serving/pyfunc.py`
+    (logged as code, not pickled), so `mlflow.pyfunc.load_model("runs:/<id>/model")`,
+    `mlflow models serve` and the registry work."""
+    folder = Path(folder)
+    # MLflow checks the logged model by downloading it again, with a progress bar per file
+    # that would break into prodcat's own output (a user's setting wins).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A file MLflow runs to load the model, not a module imported here.
+    code = resources.files("prodcat") / "serving" / "pyfunc.py"
+    with tempfile.TemporaryDirectory() as staging, resources.as_file(code) as code_file:
+        copy = Path(staging) / MODEL_FOLDER
+        copy.mkdir()
+        # The manifest lists every file that rebuilds the model (a transformer's tokenizer
+        # folder, an ensemble's members), and the copy is checked against it when loaded.
+        for file in listed_files(folder) or FOLDER_FILES:
+            if (folder / file).is_file():
+                (copy / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / file, copy / file)
+        mlflow_3 = int(mlflow.__version__.split(".")[0]) >= 3
+        where = {"name": name} if mlflow_3 else {"artifact_path": name}
+        info = mlflow.pyfunc.log_model(
+            python_model=str(code_file),
+            artifacts={MODEL_FOLDER: str(copy)},
+            signature=model_signature(),
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=requirements(),
+            metadata={"prodcat_version": __version__},
+            **where,
+        )
+    return info.model_uri
+
+
+def download_model_folder(uri: str) -> Path:
+    """The prodcat model folder an MLflow URI (`runs:/<id>/model`, `models:/<name>/<version>`)
+    holds, downloaded: a run's `model` artifact holds the folder's files beside the MLflow
+    Model's; a registered model holds them under `artifacts/model_folder`."""
+    try:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as e:
+        raise ProdcatError(f"{uri}: cannot download it from MLflow ({e.message})") from None
+    for folder in (root, root / "artifacts" / MODEL_FOLDER):
+        if (folder / "config.yaml").is_file():
+            return folder
+    raise ProdcatError(f"{uri}: holds no prodcat model folder (no config.yaml)")
+
+
+# -- reading runs back ----------------------------------------------------------------------
+
+
+@dataclass
+class FinishedRun:
+    """A finished run of a store: its id, tags, and its files a report reads, downloaded."""
+
+    store: str
+    run_id: str
+    tags: dict[str, str]
+    metrics: Path  # metrics.json
+    predictions: Path | None  # predictions.parquet, when the run kept it
+
+
+def finished_runs(
+    experiment: str, stores: list[str], files: tuple[str, str], download_to: Path
+) -> list[FinishedRun]:
+    """Every finished run of `experiment` with a `variant` tag in the given stores (URIs:
+    sqlite:///..., a folder, http://...), merged, the same run found twice counted once;
+    `files`: the names of its metrics and predictions files, downloaded into `download_to`."""
+    metrics_name, predictions_name = files
+    runs, seen, found_experiment = [], set(), False
+    for uri in stores:
+        client = mlflow.MlflowClient(uri)
+        try:
+            exp = client.get_experiment_by_name(experiment)
+        except MlflowException as e:
+            raise ConfigError(f"{uri}: cannot read this MLflow store: {e}") from None
+        if exp is None:
+            log.warning("%s: no experiment named '%s'", uri, experiment)
+            continue
+        found_experiment = True
+        for run in client.search_runs(
+            [exp.experiment_id], filter_string="attributes.status = 'FINISHED'"
+        ):
+            run_id, tags = run.info.run_id, run.data.tags
+            if "variant" not in tags or run_id in seen:
+                continue
+            seen.add(run_id)
+            folder = download_to / run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            metrics = _download(client, run_id, metrics_name, folder)
+            if metrics is None:
+                log.warning("run %s (%s) has no %s: skipped", run_id, uri, metrics_name)
+                continue
+            predictions = _download(client, run_id, predictions_name, folder)
+            runs.append(FinishedRun(uri, run_id, dict(tags), metrics, predictions))
+    if not found_experiment:
+        raise ConfigError(f"no experiment named '{experiment}' in {', '.join(stores)}")
+    return runs
+
+
+def _download(client, run_id: str, name: str, folder: Path) -> Path | None:
+    """The run's artifact `name` (logged under model/), or None when it has none."""
+    for artifact_path in (f"model/{name}", name):
+        try:
+            local = client.download_artifacts(run_id, artifact_path, str(folder))
+        except Exception:  # MLflow raises several types for a missing artifact
+            continue
+        return Path(local)
+    return None

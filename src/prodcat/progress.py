@@ -1,4 +1,5 @@
-"""Rich progress bars for long work, silent when asked."""
+"""Rich progress bars for long work (on stderr, so stdout carries only results), silent when
+asked: one bar with a count and times, and one per file for work measured in bytes or rows."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-STDERR = Console(stderr=True)  # bars go to stderr, so stdout carries only results
+STDERR = Console(stderr=True)
 
 
 def progress_bar(enabled: bool = True, unit: str = "batches") -> Progress:
@@ -35,7 +36,9 @@ def progress_bar(enabled: bool = True, unit: str = "batches") -> Progress:
 
 
 def file_progress(enabled: bool = True) -> Callable[[str, int, int], None]:
-    """A `progress(file, bytes_done, bytes_total)` that draws one bar per file being encoded."""
+    """A `progress(file, done, total)` that draws one bar per file being encoded (into the
+    cache, in bytes, or into vectors, in titles), from its first report until `done` reaches
+    `total`."""
     state: dict = {}
 
     def report(name: str, done: int, total: int) -> None:
@@ -45,11 +48,10 @@ def file_progress(enabled: bool = True) -> Callable[[str, int, int], None]:
             if "bar" in state:
                 state["bar"].stop()
             state["name"] = name
-            state["bar"] = progress_bar(True, unit="bytes")
+            state["bar"] = progress_bar(True, unit="")
             state["bar"].start()
-            state["task"] = state["bar"].add_task(
-                f"encoding {Path(name).name}", total=total, info=""
-            )
+            description = f"encoding {Path(name).name}"
+            state["task"] = state["bar"].add_task(description, total=total, info="")
         state["bar"].update(state["task"], completed=done)
         if done >= total:
             state["bar"].stop()

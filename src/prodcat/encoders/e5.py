@@ -561,7 +561,7 @@ def embed_titles(
     E5 expects a prefix: "query: " for features, search queries and similarity, "passage: "
     for documents to retrieve.
     """
-    from prodcat.data.sentence import TransformersEncoder
+    from prodcat.encoders.sentence import TransformersEncoder
 
     # The encoder family's mean pooling; 512 pieces: the model's own limit.
     encoder = TransformersEncoder(Path(folder), max_length=512, prefix=prefix)
