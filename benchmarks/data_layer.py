@@ -9,7 +9,7 @@ Run (from the repository root)::
 
 For every row count it
 
-1. writes a synthetic MercadoLibre-style CSV with `prodcat.synth.write_synthetic_titles`
+1. writes a synthetic MercadoLibre-style CSV with `benchmarks/synth.py`
    into `--workdir` (default /tmp/prodcat-bench), reusing a file written earlier for the same
    row count and seed;
 2. runs `prodcat data prepare --input FILE --output DIR` in a fresh subprocess on an empty
@@ -81,12 +81,9 @@ def ensure_file(workdir: Path, rows: int) -> tuple[Path, dict]:
             log(f"reusing {path} ({summary['bytes'] / 1e6:,.0f} MB)")
             return path, summary
     log(f"writing {rows:,} synthetic rows to {path}")
-    code = (
-        "import json, sys\n"
-        "from prodcat.synth import write_synthetic_titles\n"
-        f"print(json.dumps(write_synthetic_titles({str(path)!r}, {rows}, seed={SEED})))\n"
-    )
-    wall, rss, out = run_child([sys.executable, "-c", code])
+    synth = Path(__file__).with_name("synth.py")
+    command = [sys.executable, str(synth), "--rows", str(rows), "--output", str(path)]
+    wall, rss, out = run_child([*command, "--seed", str(SEED)])
     summary = json.loads(out.strip().splitlines()[-1])
     sidecar.write_text(json.dumps(summary))
     log(

@@ -93,7 +93,7 @@ def run_child(cmd: list[str], env: dict | None = None) -> tuple[float, float, st
 def synth_file(workdir: Path, rows: int) -> Path:
     path = workdir / f"synth-{rows}.csv"
     if not path.is_file():
-        from prodcat.synth import write_synthetic_titles
+        from synth import write_synthetic_titles  # benchmarks/synth.py
 
         started = time.perf_counter()
         write_synthetic_titles(path, rows, seed=0)

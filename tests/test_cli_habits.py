@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -23,20 +24,33 @@ def test_version():
     assert result.stdout == f"prodcat {version('prodcat')}\n"
 
 
-def test_data_synth_piped_to_json_tool(tmp_path):
-    synth = prodcat("data", "synth", "-n", "300", "-o", tmp_path / "synthetic-titles.csv")
+def test_synthetic_titles_summary_piped_to_json_tool(tmp_path):
+    path = tmp_path / "synthetic-titles.csv"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "synth.py"
+    synth = subprocess.run(
+        [sys.executable, str(script), "-n", "300", "-o", str(path)], capture_output=True, text=True
+    )
     assert synth.returncode == 0, synth.stderr
-    # One line, longer than the 80 columns Rich gives a pipe, and the bar on stderr.
-    [line] = synth.stdout.splitlines()
-    assert len(line) > 80
-    assert "writing synthetic-titles.csv" in synth.stderr
     tool = subprocess.run(
         [sys.executable, "-m", "json.tool"], input=synth.stdout, capture_output=True, text=True
     )
     assert tool.returncode == 0, tool.stderr
     summary = json.loads(tool.stdout)
-    assert summary["rows"] == 300
-    assert summary["bytes"] == (tmp_path / "synthetic-titles.csv").stat().st_size
+    assert summary["rows"] == 300 and summary["bytes"] == path.stat().st_size
+
+
+def test_data_stats_json_piped_to_json_tool(tmp_path):
+    data = write_titles(tmp_path / ("titles-with-a-long-name-" * 4 + ".jsonl"), 10)
+    stats = prodcat("data", "stats", data, "--json")
+    assert stats.returncode == 0, stats.stderr
+    # One line, longer than the 80 columns Rich gives a pipe.
+    [line] = stats.stdout.splitlines()
+    assert len(line) > 80
+    tool = subprocess.run(
+        [sys.executable, "-m", "json.tool"], input=stats.stdout, capture_output=True, text=True
+    )
+    assert tool.returncode == 0, tool.stderr
+    assert json.loads(tool.stdout)["rows"] == 40
 
 
 def test_train_json_prints_the_result_alone_on_stdout(run_cli, tmp_path):

@@ -21,11 +21,11 @@ from prodcat.encoders.e5 import (
     build_tokenizer,
     bundled_e5_path,
     dequantize_q4_0,
-    embed_titles,
     import_e5,
     precompiled_charsmap,
     read_e5_weights,
 )
+from prodcat.encoders.sentence import embed_titles
 from prodcat.errors import DataError
 from tests.conftest import SHARED_DATA
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic MercadoLibre-style title generator (prodcat.synth)."""
+"""Tests of the synthetic MercadoLibre-style title generator (benchmarks/synth.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
-from prodcat.synth import COLUMNS, write_synthetic_titles
+from benchmarks.synth import COLUMNS, write_synthetic_titles
 
 ROWS = 5_000
 CATEGORIES = 300

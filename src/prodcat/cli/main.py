@@ -472,29 +472,6 @@ def data_stats(
         out.print(line, markup=False)
 
 
-@data_app.command("synth")
-def data_synth(
-    rows: Annotated[int, typer.Option("--rows", "-n", help="Rows to write.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file (.csv or .csv.gz).")],
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same file.")] = 0,
-    categories: Annotated[int, typer.Option(help="Number of categories.")] = 1588,
-) -> None:
-    """Write a realistic synthetic title file (challenge CSV layout) for scale tests."""
-    from prodcat.progress import progress_bar
-    from prodcat.synth import write_synthetic_titles
-
-    with progress_bar(True, unit="rows") as bar:
-        task = bar.add_task(f"writing {output.name}", total=rows, info="")
-        summary = write_synthetic_titles(
-            output,
-            rows,
-            seed=seed,
-            categories=categories,
-            progress=lambda n: bar.update(task, completed=n),
-        )
-    print_json(summary)
-
-
 @vectors_app.command("train")
 def vectors_train(
     input: Annotated[Path, typer.Option("--input", "-i", help="Title file (CSV or JSON lines).")],

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -47,12 +47,9 @@ import pyarrow.compute as pc
 from prodcat.atomic import fsync_dir, fsync_file
 from prodcat.config import DataConfig
 from prodcat.data.readers import RowBatch, TableReader
-from prodcat.data.text import WordPieces, padded_ids
+from prodcat.data.text import TokenizedChunk, WordPieces, padded_ids
 from prodcat.data.vocab import PAD, UNK
 from prodcat.errors import DataError
-
-if TYPE_CHECKING:
-    from prodcat.data.featurizers import Featurizer
 
 CACHE_VERSION = 2
 ARRAYS = {
@@ -68,6 +65,16 @@ BLOCK_ROWS = 1 << 17  # 16 MiB of token ids at 32 per title
 log = logging.getLogger(__name__)
 
 
+class Pieces(Protocol):
+    """What cuts a file's titles into the cache's pieces: every featurizer, or `WordPieces`."""
+
+    max_tokens: int
+
+    def cache_spec(self) -> dict[str, Any]: ...
+
+    def pieces(self, titles: pa.Array | list[str]) -> TokenizedChunk: ...
+
+
 def default_cache_root() -> Path:
     """`$PRODCAT_CACHE`, else `~/.cache/prodcat`."""
     env = os.environ.get("PRODCAT_CACHE")
@@ -79,7 +86,7 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def cache_key(path: Path, data_cfg: DataConfig, featurizer: Featurizer | WordPieces) -> str:
+def cache_key(path: Path, data_cfg: DataConfig, featurizer: Pieces) -> str:
     """A digest of the file's identity and every setting that changes the encoded ids."""
     settings = {
         "version": CACHE_VERSION,
@@ -270,7 +277,7 @@ def blank_titles(column: pa.ChunkedArray | None, n: int) -> np.ndarray:
 def encode_file(
     path: str | Path,
     data_cfg: DataConfig,
-    featurizer: Featurizer | WordPieces | None = None,
+    featurizer: Pieces | None = None,
     cache_root: str | Path | None = None,
     *,
     require_labels: bool = True,
@@ -361,7 +368,7 @@ def _encode_into(
     work: Path,
     reader: TableReader,
     data_cfg: DataConfig,
-    featurizer: Featurizer | WordPieces,
+    featurizer: Pieces,
     progress,
 ) -> None:
     width = featurizer.max_tokens

@@ -551,25 +551,3 @@ def _vocab_rows(path: Path) -> int:
     with open(path, "rb") as f:
         header = f.read(28)
     return struct.unpack_from("<i", header, 24)[0]
-
-
-def embed_titles(
-    folder: str | Path, titles: Sequence[str], prefix: str = "query: ", batch_size: int = 64
-) -> np.ndarray:
-    """L2-normalised mean-pooled embeddings (N, dim) of titles, from an imported folder.
-
-    E5 expects a prefix: "query: " for features, search queries and similarity, "passage: "
-    for documents to retrieve.
-    """
-    from prodcat.encoders.sentence import TransformersEncoder
-
-    # The encoder family's mean pooling; 512 pieces: the model's own limit.
-    encoder = TransformersEncoder(Path(folder), max_length=512, prefix=prefix)
-    out = [
-        encoder.embed(list(titles[start : start + batch_size]))
-        for start in range(0, len(titles), batch_size)
-    ]
-    if not out:
-        return np.zeros((0, encoder.dim), np.float32)
-    pooled = np.concatenate(out)
-    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

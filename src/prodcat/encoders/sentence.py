@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +119,26 @@ class TransformersEncoder(SentenceEncoder):
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return pooled.float().cpu().numpy()
+
+
+def embed_titles(
+    folder: str | Path, titles: Sequence[str], prefix: str = "query: ", batch_size: int = 64
+) -> np.ndarray:
+    """L2-normalised mean-pooled embeddings (N, dim) of titles, from an imported E5 folder.
+
+    E5 expects a prefix: "query: " for features, search queries and similarity, "passage: "
+    for documents to retrieve.
+    """
+    # The encoder family's mean pooling; 512 pieces: the model's own limit.
+    encoder = TransformersEncoder(Path(folder), max_length=512, prefix=prefix)
+    out = [
+        encoder.embed(list(titles[start : start + batch_size]))
+        for start in range(0, len(titles), batch_size)
+    ]
+    if not out:
+        return np.zeros((0, encoder.dim), np.float32)
+    pooled = np.concatenate(out)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def minilm_folder() -> Path:

@@ -9,19 +9,14 @@ runs that nest others (an ensemble's, a sweep's, a study's).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from prodcat.config import TrackingConfig
+from prodcat.tracking.metadata import DEFAULT_URI, tracking_uri
 from prodcat.training.callbacks import Callback
 
-DEFAULT_URI = "sqlite:///mlflow.db"
-
-
-def tracking_uri(uri: str | None = None) -> str:
-    """The store runs go to: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+__all__ = ["DEFAULT_URI", "NullTracker", "Tracker", "make_tracker", "tracking_uri"]
 
 
 class Tracker(Protocol):

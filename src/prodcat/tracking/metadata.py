@@ -1,5 +1,5 @@
-"""What a run records about where it ran: the source's git commit, library versions, a
-digest of each data file, the run's name. No mlflow here."""
+"""Where runs go, and what a run records about where it ran: the source's git commit,
+library versions, a digest of each data file, the run's name. No mlflow here."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+DEFAULT_URI = "sqlite:///mlflow.db"
 DIGEST_BLOCK = 1 << 20
 DIGEST_BLOCKS = 16
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The store runs go to: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
 def git_commit(folder: str | Path | None = None) -> str | None:

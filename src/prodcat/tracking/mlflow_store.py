@@ -27,13 +27,13 @@ from prodcat.config import TrackingConfig
 from prodcat.errors import ConfigError, ProdcatError
 from prodcat.fault_points import pause_point
 from prodcat.models.manifest import listed_files
-from prodcat.tracking import tracking_uri
 from prodcat.tracking.metadata import (
     default_run_name,
     file_digest,
     git_commit,
     library_versions,
     source_tags,
+    tracking_uri,
 )
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT

@@ -1,7 +1,8 @@
 """Synthetic MercadoLibre-style product-title files: a fixture for scale tests and benchmarks.
 
-Not part of the data layer (it reads nothing and imports nothing from prodcat); `prodcat data
-synth` is a thin entry to it.
+A fixture of the tests and benchmarks, not of the package (it imports nothing from prodcat):
+`python benchmarks/synth.py --rows 1000000 --output titles.csv` writes a file and prints its
+summary as one line of JSON (a bar on stderr).
 
 The real MercadoLibre Data Challenge 2019 ``train.csv`` has the header
 ``title,label_quality,language,category``: ~20 M short titles (≈ 8 words) written by
@@ -1129,3 +1130,32 @@ def _distinct_tokens(v: _Vocab, state: _State) -> int:
     return int(
         pc.count_distinct(pa.chunked_array([static, *state.novel_texts], pa.string())).as_py()
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python benchmarks/synth.py --rows N --output FILE [--seed S] [--categories C]`."""
+    import argparse
+    import json
+
+    from rich.progress import Progress
+
+    parser = argparse.ArgumentParser(description="Write synthetic MercadoLibre-style titles.")
+    parser.add_argument("--rows", "-n", type=int, required=True, help="rows to write")
+    parser.add_argument("--output", "-o", type=Path, required=True, help=".csv or .csv.gz")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed, the same file")
+    parser.add_argument("--categories", type=int, default=1588, help="number of categories")
+    args = parser.parse_args(argv)
+    with Progress(transient=True) as bar:  # on stderr, so stdout carries the summary alone
+        task = bar.add_task(f"writing {args.output.name}", total=args.rows)
+        summary = write_synthetic_titles(
+            args.output,
+            args.rows,
+            seed=args.seed,
+            categories=args.categories,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
