@@ -205,10 +205,6 @@ def test_a_missing_path(tmp_path, train_cli):
     assert_one_line_error(train_cli(path), f"{path}: no such file")
 
 
-def test_the_corpus_is_large():
-    assert len(REJECTED) + 2 >= 20
-
-
 # Accepted: name -> (content, a title of the file whose tokens must be read right, tokens)
 ACCEPTED = {
     "crlf.csv": (csv_text(rows(), newline="\r\n").encode(), None, None),

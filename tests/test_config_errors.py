@@ -130,6 +130,3 @@ def test_an_override_wins_over_the_file_and_is_checked_as_strictly(train_cli, tm
         train_cli("--config", str(path), "--set", "training.epochs=0"), "training.epochs: Input"
     )
 
-
-def test_the_corpus_is_large():
-    assert len(BAD_OVERRIDES) + len(BAD_FILES) + 2 >= 40

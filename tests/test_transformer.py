@@ -89,6 +89,7 @@ def test_pieces_through_the_cache_equal_the_tokenizers(tmp_path, tiny_bert):
     splits = load_splits(cfg.data, data, featurizer=featurizer)
     titles = [json.loads(line)["title"] for line in data.read_text("utf-8").splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    padded = 0
     for split in (splits.train, splits.validation, splits.test):
         rows = [titles[int(line) - 1] for line in split.file.lines[split.rows]]
         expected = tokenizer(rows, truncation=True, max_length=6)["input_ids"]
@@ -101,7 +102,11 @@ def test_pieces_through_the_cache_equal_the_tokenizers(tmp_path, tiny_bert):
         batch = featurizer(rows)
         predicted = [ids[:n] for ids, n in zip(batch.input_ids.tolist(), batch.lengths.tolist())]
         assert predicted == expected
-        assert (batch.input_ids[batch.input_ids == tokenizer.pad_token_id].numel()) >= 0
+        # Past each title's length, the tokenizer's own [PAD] (the model masks it out).
+        beyond = torch.arange(batch.input_ids.shape[1]) >= batch.lengths.unsqueeze(1)
+        assert (batch.input_ids[beyond] == tokenizer.pad_token_id).all()
+        padded += int(beyond.sum())
+    assert padded > 0  # titles of other lengths than the longest were there to pad
 
 
 def test_the_family_builds_forwards_overfits_and_reloads(tmp_path, tiny_bert):
