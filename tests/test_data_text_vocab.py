@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from prodcat.config import TokenizerConfig
+from prodcat.config import DataConfig, TokenizerConfig
 from prodcat.data.cache import encode_file
 from prodcat.data.dataset import load_splits
+from prodcat.data.stop_words import PORTUGUESE
 from prodcat.data.text import tokenize, tokenize_to_lists
 from prodcat.data.vocab import LabelMap, Vocabulary
 
@@ -157,6 +160,25 @@ def test_vocabulary_and_label_map_round_trip(tmp_path):
     loaded = LabelMap.load(tmp_path / "labels.txt")
     assert loaded.names == ["DIAPER_BAGS", "WINE_CELLARS"]
     assert loaded.index == {"DIAPER_BAGS": 0, "WINE_CELLARS": 1}
+
+
+def test_portuguese_titles_lose_nltks_portuguese_stop_words(shared_file):
+    """The course cut each language's titles with that language's NLTK stop words: on the
+    Portuguese rows of meli-es-pt-1k (the file has no language column: rows with "com", the
+    Portuguese "with"), the Portuguese list drops them all; the Spanish one left many in."""
+    with open(shared_file("meli-es-pt-1k.csv"), encoding="utf-8") as f:
+        titles = [row["title"] for row in csv.DictReader(f)]
+    portuguese = [t for t in titles if re.search(r"\bcom\b", t, re.IGNORECASE)]
+    assert len(portuguese) >= 40
+    pt = tokenize_to_lists(portuguese, TokenizerConfig.course("portuguese"))
+    es = tokenize_to_lists(portuguese, TokenizerConfig.course("spanish"))
+    assert not {token for tokens in pt for token in tokens} & PORTUGUESE
+    left_by_spanish = {token for tokens in es for token in tokens} & PORTUGUESE
+    assert {"com", "sem", "até"} <= left_by_spanish
+    # A course line's --language picks the list its --token-to-index tokens were cut with.
+    cfg = DataConfig(token_to_index="t.json.gz", language="portuguese")
+    assert cfg.tokenizer == TokenizerConfig.course("portuguese")
+    assert DataConfig(token_to_index="t.json.gz").tokenizer.stop_words == "spanish"
 
 
 @pytest.fixture

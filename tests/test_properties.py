@@ -37,7 +37,7 @@ TOKENIZERS = st.builds(
     numbers=st.sampled_from(["shape", "keep", "drop", "strip"]),
     min_token_length=st.integers(1, 3),
     separator=st.sampled_from(["letters", "punctuation"]),
-    stop_words=st.sampled_from(["none", "course"]),
+    stop_words=st.sampled_from(["none", "spanish", "portuguese"]),
 )
 
 

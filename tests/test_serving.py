@@ -210,12 +210,13 @@ def test_predict_error_in_a_process_has_no_traceback(model_dir):
 SETTINGS = {
     "default": TokenizerConfig(),
     "course": TokenizerConfig.course(),
+    "course, portuguese": TokenizerConfig.course("portuguese"),
     "keep-case-drop-numbers": TokenizerConfig(lowercase=False, numbers="drop", min_token_length=2),
     "keep-accents-and-numbers": TokenizerConfig(strip_accents=False, numbers="keep"),
 }
 
 
-@pytest.mark.parametrize("setting", ["default", "course"])
+@pytest.mark.parametrize("setting", ["default", "course", "course, portuguese"])
 def test_title_tokenizer_matches_arrow_on_real_titles(shared_file, setting):
     with gzip.open(shared_file("meli-es-51k.jsonl.gz"), "rt", encoding="utf-8") as f:
         titles = [json.loads(line)["title"] for line in f]

@@ -62,18 +62,20 @@ class TokenizerConfig(StrictModel):
     # "letters": split on anything but letters, digits and marks; "punctuation": on
     # whitespace and ASCII punctuation only, so "marca®" stays whole (the course's rule).
     separator: Literal["letters", "punctuation"] = "letters"
-    # Words dropped after normalisation: "course" is NLTK's Spanish list, as the course used.
-    stop_words: Literal["none", "course"] = "none"
+    # Words dropped after normalisation: NLTK's list of a language, as the course dropped them
+    # ("course" is "spanish", as configs written before the Portuguese list name it).
+    stop_words: Literal["none", "spanish", "portuguese", "course"] = "none"
 
     @classmethod
-    def course(cls) -> TokenizerConfig:
-        """The DiploDatos course's preprocessing, as its `token_to_index` tokens were made."""
+    def course(cls, language: str = "spanish") -> TokenizerConfig:
+        """The DiploDatos course's preprocessing of titles in `language` (spanish or
+        portuguese), as its `token_to_index` tokens were made."""
         return cls(
             strip_accents=False,
             numbers="strip",
             min_token_length=3,
             separator="punctuation",
-            stop_words="course",
+            stop_words="portuguese" if language == "portuguese" else "spanish",
         )
 
 
@@ -129,9 +131,11 @@ class DataConfig(StrictModel):
     @classmethod
     def _course_tokenizer(cls, value: Any) -> Any:
         # A token_to_index file lists the course's tokens: titles must be cut as the course cut
-        # them, or its words would not be found. An explicit tokenizer still wins.
+        # them (its language's stop words), or its words would not be found. An explicit
+        # tokenizer still wins.
         if isinstance(value, dict) and value.get("token_to_index") and "tokenizer" not in value:
-            value = {**value, "tokenizer": TokenizerConfig.course().model_dump()}
+            course = TokenizerConfig.course(str(value.get("language") or "spanish").lower())
+            value = {**value, "tokenizer": course.model_dump()}
         return value
 
 

@@ -1,12 +1,18 @@
-"""Stop words a tokenizer can drop (`data.tokenizer.stop_words`).
+"""Stop words a tokenizer can drop (`data.tokenizer.stop_words`): NLTK's lists, which the
+DiploDatos course removed from the titles of each language. Only their words of 3+ characters
+are listed, as the course also dropped shorter tokens.
 
-`course`: NLTK's Spanish list (nltk.corpus.stopwords.words("spanish"), 313 words), which the
-DiploDatos course removed from its titles; only its words of 3+ characters are listed, as the
-course also dropped shorter tokens. Checked on meli-es-51k: with the course's tokenizer
-settings, prodcat's tokens equal the course's `tokenized_title` on all 50,939 rows.
+`spanish` (`course` in configs written before the Portuguese list came): NLTK's Spanish list
+(nltk.corpus.stopwords.words("spanish"), 313 words). Checked on meli-es-51k: with the course's
+tokenizer settings, prodcat's tokens equal the course's `tokenized_title` on all 50,939 rows.
+
+`portuguese`: NLTK's Portuguese list (nltk.corpus.stopwords.words("portuguese"): the Snowball
+list with NLTK's most frequent verb forms first). The course's Portuguese files are not at
+hand to check it against; tests/test_data_text_vocab.py checks it on the Portuguese rows of
+meli-es-pt-1k.
 """
 
-COURSE = frozenset(
+SPANISH = frozenset(
     """
 que los del las por para con una como más pero sus este porque esta entre cuando muy sin
 sobre también hasta hay donde quien desde todo nos durante todos uno les contra otros ese
@@ -34,4 +40,28 @@ tenida tenidos tenidas tened
 """.split()
 )
 
-STOP_WORDS = {"none": frozenset(), "course": COURSE}
+PORTUGUESE = frozenset(
+    """
+que para com não uma por mais dos como mas foi ele das tem seu sua ser quando muito nos está
+também pelo pela até isso ela entre era depois sem mesmo aos ter seus quem nas esse eles
+estão você tinha foram essa num nem suas meu minha têm numa pelos elas havia seja qual será
+nós tenho lhe deles essas esses pelas este fosse dele vocês vos lhes meus minhas teu tua
+teus tuas nosso nossa nossos nossas dela delas esta estes estas aquele aquela aqueles
+aquelas isto aquilo estou estamos estive esteve estivemos estiveram estava estávamos estavam
+estivera estivéramos esteja estejamos estejam estivesse estivéssemos estivessem estiver
+estivermos estiverem hei havemos hão houve houvemos houveram houvera houvéramos haja hajamos
+hajam houvesse houvéssemos houvessem houver houvermos houverem houverei houverá houveremos
+houverão houveria houveríamos houveriam sou somos são éramos eram fui fomos fora fôramos
+sejamos sejam fôssemos fossem for formos forem serei seremos serão seria seríamos seriam
+temos tém tínhamos tinham tive teve tivemos tiveram tivera tivéramos tenha tenhamos tenham
+tivesse tivéssemos tivessem tiver tivermos tiverem terei terá teremos terão teria teríamos
+teriam
+""".split()
+)
+
+STOP_WORDS = {
+    "none": frozenset(),
+    "spanish": SPANISH,
+    "portuguese": PORTUGUESE,
+    "course": SPANISH,
+}
