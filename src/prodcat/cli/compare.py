@@ -45,9 +45,10 @@ def compare(
         False
     ),
 ) -> None:
-    """Train every variant of a sweep file REPEATS times and compare them: a table (mean ±
-    std of test BAC, accuracy, macro-F1, time, epochs, parameters, significance against the
-    best) and a self-contained HTML report with plots.
+    """Train every variant of a sweep file several times and compare them.
+
+    A table (mean ± std of test BAC, accuracy, macro-F1, time, epochs, parameters,
+    significance against the best) and a self-contained HTML report with plots.
 
     Each run is a model folder OUTPUT/runs/VARIANT/rN and an MLflow run tagged with its
     variant, repeat and the sweep's tags, nested under the sweep's run. Run it again after a
@@ -85,8 +86,11 @@ def report(
     ] = Path("report"),
     alpha: AlphaOpt = 0.05,
 ) -> None:
-    """Rebuild a comparison's table and HTML report from MLflow alone (runs tagged with a
-    variant, e.g. by `prodcat compare`), merging several stores."""
+    """Rebuild a comparison's table and report from MLflow alone.
+
+    Reads the runs tagged with a variant (as `prodcat compare` tags them), merging several
+    stores.
+    """
     from prodcat.compare.report import compare as summarise
     from prodcat.compare.report import markdown_table, write_report
     from prodcat.compare.runs import records_from_mlflow
@@ -128,11 +132,13 @@ def tune(
         False
     ),
 ) -> None:
-    """Search hyperparameters with Optuna (TPE, pruning weak trials on their per-epoch
-    validation BAC). Each trial is an MLflow run nested under the study's run; the study is
-    kept in OUTPUT/optuna.db, so running the command again continues it (and several
-    processes can share it). Trials read validation rows only; the best trial's model is
-    scored on the test rows once, at the end, and its config written to OUTPUT/best.yaml.
+    """Search hyperparameters with Optuna.
+
+    TPE, pruning weak trials on their per-epoch validation BAC. Each trial is an MLflow run
+    nested under the study's run; the study is kept in OUTPUT/optuna.db, so running the
+    command again continues it (and several processes can share it). Trials read validation
+    rows only; the best trial's model is scored on the test rows once, at the end, and its
+    config written to OUTPUT/best.yaml.
     """
     from prodcat.compare.tune import TuneSpec
     from prodcat.compare.tune import tune as run_tune

@@ -21,11 +21,13 @@ def export(
         typer.Option("--output", "-o", help="File to write. Default: MODEL/model.onnx."),
     ] = None,
 ) -> None:
-    """Export a model's network to ONNX, for `predict`/`serve --runtime onnx` (no torch)
-    or any ONNX runtime: inputs input_ids (N, T) and lengths (N,), output logits (N, C).
+    """Export a model's network to ONNX, for `--runtime onnx` or any ONNX runtime.
 
-    Families: mlp, cnn, lstm, gru. Titles are tokenised outside the graph, as the model
-    folder's featurizer says.
+    Inputs `input_ids` (N, T) and `lengths` (N,), output `logits` (N, C); `predict` and
+    `serve` run it with `--runtime onnx`, without torch.
+
+    The MLP, CNN, LSTM and GRU families export (a family that cannot says why). Titles are
+    tokenised outside the graph, as the model folder's featurizer says.
     """
     from rich.console import Console
 

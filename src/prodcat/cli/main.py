@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from prodcat.cli.compare import register as register_compare
 from prodcat.cli.course import course_help
@@ -19,17 +20,38 @@ from prodcat.cli.models import models_app
 from prodcat.cli.output import console, out, print_json, setup_logging
 from prodcat.errors import ConfigError, ProdcatError, Terminated
 
+# Commands in the order a user meets them (typer lists them as they are defined otherwise).
+COMMAND_ORDER = (
+    "data", "train", "evaluate", "predict", "serve", "export",
+    "compare", "report", "tune", "ensemble", "vectors", "models",
+)  # fmt: skip
+
+
+class InOrder(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+
 app = typer.Typer(
+    cls=InOrder,
     help="Train, compare and serve neural classifiers of product titles.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help paragraphs reflow to the terminal's width (single line breaks are not kept).
+    rich_markup_mode="markdown",
 )
 data_app = typer.Typer(
-    help="Read, encode, summarise and generate title files.", no_args_is_help=True
+    help="Summarise title files and encode them into a cache.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 app.add_typer(data_app, name="data")
-vectors_app = typer.Typer(help="Train word vectors on title files.", no_args_is_help=True)
+vectors_app = typer.Typer(
+    help="Train word vectors on title files.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 app.add_typer(vectors_app, name="vectors")
 app.add_typer(models_app, name="models")
 app.command("export")(export)
@@ -72,8 +94,8 @@ SetOpt = Annotated[
 
 
 @app.command(
-    epilog="[bold]The course's options[/bold] (accepted instead of the options above; "
-    "defaults are prodcat's):\n\n" + course_help()
+    epilog="**The course's options** (accepted instead of the options above; defaults are "
+    "prodcat's):\n\n" + course_help()
 )
 def train(
     config: ConfigOpt = None,
@@ -122,7 +144,8 @@ def train(
 ) -> None:
     """Train a classifier, log it to MLflow and save its model folder.
 
-    Also accepts the DiploDatos course's options unchanged (--train-data, --classifier, ...).
+    Also accepts the DiploDatos course's options unchanged (`--train-data`, `--classifier`,
+    ...), listed below.
     """
     run_training(
         config,
@@ -154,7 +177,7 @@ def run_training(
     run_name: str | None = None,
     as_json: bool = False,
 ) -> None:
-    """Options -> config -> `prodcat.training.run.run` -> printed result."""
+    """Options -> config -> `prodcat.workflow.run` -> printed result."""
     from prodcat.config import build_config
     from prodcat.training.ranks import Rank
     from prodcat.workflow import run  # registers the model families
@@ -217,9 +240,12 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", "-d", help="Labelled file to score.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Score a trained model on a labelled file: balanced accuracy, accuracy, macro-F1, loss,
-    expected calibration error (15 bins) and the share of titles that can be labelled
-    automatically at 95 % and 99 % precision, with the confidence that selects them."""
+    """Score a trained model on a labelled file.
+
+    Balanced accuracy, accuracy, macro-F1, loss, expected calibration error (15 bins) and the
+    share of titles that can be labelled automatically at 95 % and 99 % precision, with the
+    confidence that selects them.
+    """
     from prodcat.serving.predictor import Classifier
 
     setup_logging(quiet=True)
@@ -257,10 +283,10 @@ def ensemble(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Combine trained model folders into one ensemble folder that averages their
-    probabilities; predict, serve and evaluate take it like any model folder.
+    """Combine trained model folders into one ensemble that averages their probabilities.
 
-    The members are copied into OUTPUT/members/. To train members and ensemble in one go:
+    Predict, serve and evaluate take the ensemble folder like any model folder. The members
+    are copied into OUTPUT/members/. To train members and ensemble in one go:
     `prodcat train` with model.family: ensemble.
     """
     from prodcat.workflow.ensemble import combine_folders
@@ -394,7 +420,9 @@ def serve(
     runtime: RuntimeOpt = "torch",
     onnx: OnnxOpt = None,
 ) -> None:
-    """Serve a model over HTTP: POST /predict, GET /health, GET /model, docs at /docs.
+    """Serve a model over HTTP.
+
+    `POST /predict`, `GET /health`, `GET /model`; the API's documentation at `/docs`.
 
     Requests that arrive together are grouped into one model call (micro-batching).
     """
@@ -430,7 +458,10 @@ def data_prepare(
     overrides: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Encode a file into a reusable cache; save its vocabulary and label map; summarise it."""
+    """Encode a file into a reusable cache, with its vocabulary and label map.
+
+    Prints a summary of what was read, kept and dropped.
+    """
     from prodcat.config import build_config
     from prodcat.data.dataset import load_splits
     from prodcat.progress import file_progress
@@ -459,7 +490,10 @@ def data_stats(
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Summarise a file: rows, languages, label quality, categories, title lengths."""
+    """Summarise a title file.
+
+    Rows, columns, languages, label quality, categories and title lengths.
+    """
     from prodcat.config import build_config
     from prodcat.data.stats import file_stats, file_summary
 
@@ -490,8 +524,11 @@ def vectors_train(
     overrides: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Train word vectors with gensim on the titles of a file, tokenised as data.tokenizer
-    says (e.g. --set data.tokenizer.strip_accents=false), in word2vec text format."""
+    """Train word vectors on the titles of a file (gensim, word2vec text format).
+
+    Titles are tokenised as `data.tokenizer` says (e.g. `--set
+    data.tokenizer.strip_accents=false`).
+    """
     from prodcat.config import build_config
     from prodcat.data.vectors import train_vectors
     from prodcat.progress import file_progress

