@@ -18,7 +18,7 @@ What it does, all on the same machine and the same split:
 3. scikit-learn: word 1-2-gram TF-IDF + char_wb 2-5-gram TF-IDF (min_df=2) into
    `LinearSVC(C=0.5)`; a few minutes, `--skip-svm` skips it;
 4. each prodcat config (`--families NAME` reads configs/NAME.yaml: a family's config, or
-   best-cpu, fast, linear, ...) through `prodcat.training.run.run` (what `prodcat train
+   best-cpu, fast, linear, ...) through `prodcat.workflow.run` (what `prodcat train
    --config configs/NAME.yaml --train train.jsonl.gz --test test.jsonl.gz --set
    data.test_size=0` calls): prodcat carves its validation split (early stopping, best
    epoch, ensemble weights, temperature) from the 80 % training part, so nothing is tuned on

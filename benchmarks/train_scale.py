@@ -11,7 +11,7 @@ Run (from the repository root)::
    1,588 categories) under `--workdir`, reusing one written earlier;
 2. per family, in a fresh subprocess (its own peak memory), trains one epoch of the
    family's config (`configs/FAMILY.yaml`) at a realistic batch size (larger on CUDA) on a
-   seeded sample of the file's training rows (`--sample`, 0: all), through `prodcat.training.run`
+   seeded sample of the file's training rows (`--sample`, 0: all), through `prodcat.workflow.run`
    with tracking off, and reads from the run's history the training titles/s (the epoch's
    rows over its wall time, evaluation excluded) and `data_wait_share` (the loop's time
    waiting for the next batch over the epoch's time); peak memory is the child's peak RSS

@@ -90,6 +90,17 @@ def test_predict_and_evaluate_take_an_ensemble_folder(trained_ensemble, run_cli)
     assert json.loads(out)["rows"] == 20
     code, _, err = run_cli(["export", str(folder)])
     assert code == 2 and "ensemble" in err
+    # Served like any model folder.
+    from fastapi.testclient import TestClient
+
+    from prodcat.serving.app import create_app
+    from prodcat.serving.predictor import Classifier
+
+    with TestClient(create_app(Classifier.load(folder))) as client:
+        answer = client.post("/predict", json={"titles": TITLES, "top_k": 2})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == len(TITLES)
+        assert client.get("/model").json()["family"] == "ensemble"
 
 
 def test_prodcat_ensemble_combines_trained_folders(trained_ensemble, run_cli, tmp_path):

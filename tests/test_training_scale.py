@@ -21,7 +21,7 @@ from prodcat.training.batch_size import auto_batch_size, largest_fitting
 from prodcat.training.callbacks import Callback
 from prodcat.training.checkpoint import load_checkpoint
 from prodcat.training.ema import WeightAverage
-from prodcat.training.loop import Plan, epoch_batches, train, validation_sample
+from prodcat.training.loop import Plan, epoch_batches, train
 from prodcat.training.ranks import Rank
 from tests.test_distributed import torchrun_command
 from tests.test_training import small_config, write_titles
@@ -262,9 +262,9 @@ def test_epochs_score_a_fixed_sample_and_the_end_scores_all_validation_rows(
     tracker.log_final_metrics(result)
     assert logged["validation_balanced_accuracy"] == result.validation.balanced_accuracy
     # The sample is fixed by the seed, and rows of the validation split.
-    a, b = (validation_sample(splits.validation, 6, seed=0) for _ in range(2))
+    a, b = (splits.validation.sample(6, seed=0) for _ in range(2))
     assert np.array_equal(a.rows, b.rows) and set(a.rows) <= set(splits.validation.rows)
-    assert not np.array_equal(a.rows, validation_sample(splits.validation, 6, seed=1).rows)
+    assert not np.array_equal(a.rows, splits.validation.sample(6, seed=1).rows)
 
 
 def test_batch_size_auto_on_cpu_keeps_the_family_batch_and_records_it(titles, tmp_path):

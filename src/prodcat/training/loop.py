@@ -202,9 +202,42 @@ class Trainer:
     def setup(self) -> None:
         """The model, its optimizer, schedule and weight average, restored from the folder's
         checkpoint on resume; the plan of epochs; what callbacks see of the run."""
-        t, rank, output = self.t, self.rank, self.output
-        if rank.main:
-            output.mkdir(parents=True, exist_ok=True)
+        self._prepare_process()
+        checkpoint = load_checkpoint(self.output) if self.resume else None
+        if self.resume and checkpoint is None:
+            log.warning("no %s in %s: starting a new run", CHECKPOINT, self.output)
+        batch_size = self._build(checkpoint)
+        self.state, self.best_weights, replaced_run_id = RunState(), _copy_weights(self.model), None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+            self.checkpointed_epoch = self.state.epoch
+        elif self.rank.main:
+            # A new run in an old folder starts clean; the tracker closes the run it replaces
+            # if that one was killed without a chance to end itself.
+            replaced_run_id = checkpoint_run_id(self.output)
+            remove_checkpoint(self.output)
+        self.state.batch_size = batch_size
+        if self.rank.main:
+            write_text_atomic(self.output / "config.yaml", self.cfg.to_yaml())
+            self._log_plan()
+        self.info = RunInfo(
+            self.cfg, self.splits, self.output, self.device, self.rank, self.state,
+            resumed=checkpoint is not None, init_report=self.model.init_report,
+            optimizer=self.optimizer, replaced_run_id=replaced_run_id,
+            batches_per_epoch=self.plan.epoch_batches,
+        )  # fmt: skip
+        # What steps: DDP around the model under torchrun (sparse tables left out), compiled
+        # if asked; `model` itself evaluates and is saved.
+        self.stepper = wrap(self.model, self.device) if self.rank.world > 1 else self.model
+        if self.t.compile:
+            self.stepper = torch.compile(self.stepper, dynamic=True)
+        self.sparse = [p for _, p in sparse_parameters(self.model)] if self.rank.world > 1 else []
+        self.last_checkpoint = time.perf_counter()
+
+    def _prepare_process(self) -> None:
+        t = self.t
+        if self.rank.main:
+            self.output.mkdir(parents=True, exist_ok=True)
         if t.threads:
             torch.set_num_threads(t.threads)
         if self.device.type == "cpu":
@@ -214,13 +247,18 @@ class Trainer:
             # to zero changes no result that matters and keeps the rate.
             torch.set_flush_denormal(True)
         torch.manual_seed(t.seed)
-        checkpoint = load_checkpoint(output) if self.resume else None
-        if self.resume and checkpoint is None:
-            log.warning("no %s in %s: starting a new run", CHECKPOINT, output)
-        # A resumed model gets its weights from the checkpoint: no vectors to read.
+
+    def _build(self, checkpoint: dict[str, Any] | None) -> int:
+        """The model (a resumed one gets its weights from the checkpoint: no vectors to
+        read), the plan, the optimizer, schedule and weight averages; return the batch size
+        (rows per step, all ranks together)."""
+        t, rank = self.t, self.rank
         featurizer = self.splits.featurizer
         model = build_model(self.cfg, len(self.splits.labels), featurizer, checkpoint is None)
         self.model = model.to(self.device)
+        if rank.main and model.init_report:
+            report = ", ".join(f"{k} {v:.4g}" for k, v in model.init_report.items())
+            log.info("pretrained vectors: %s", report)
         batch_size = self._batch_size(checkpoint)
         train_batches = self.splits.train.num_batches(batch_size // rank.world, rank.world)
         self.plan = Plan.of(t, train_batches, batch_size)
@@ -236,35 +274,7 @@ class Trainer:
             if self.cfg.data.class_weights
             else None
         )
-        self.state, self.best_weights, replaced_run_id = RunState(), _copy_weights(model), None
-        if checkpoint is not None:
-            self._restore(checkpoint)
-            self.checkpointed_epoch = self.state.epoch
-        elif rank.main:
-            # A new run in an old folder starts clean; the tracker closes the run it replaces
-            # if that one was killed without a chance to end itself.
-            replaced_run_id = checkpoint_run_id(output)
-            remove_checkpoint(output)
-        self.state.batch_size = batch_size
-        if rank.main:
-            write_text_atomic(output / "config.yaml", self.cfg.to_yaml())
-            self._log_plan()
-            if model.init_report:
-                report = ", ".join(f"{k} {v:.4g}" for k, v in model.init_report.items())
-                log.info("pretrained vectors: %s", report)
-        self.info = RunInfo(
-            self.cfg, self.splits, output, self.device, rank, self.state,
-            resumed=checkpoint is not None, init_report=model.init_report,
-            optimizer=self.optimizer, replaced_run_id=replaced_run_id,
-            batches_per_epoch=self.plan.epoch_batches,
-        )  # fmt: skip
-        # What steps: DDP around the model under torchrun (sparse tables left out), compiled
-        # if asked; `model` itself evaluates and is saved.
-        self.stepper = wrap(model, self.device) if rank.world > 1 else model
-        if t.compile:
-            self.stepper = torch.compile(self.stepper, dynamic=True)
-        self.sparse = [p for _, p in sparse_parameters(model)] if rank.world > 1 else []
-        self.last_checkpoint = time.perf_counter()
+        return batch_size
 
     def _batch_size(self, checkpoint) -> int:
         """`training.batch_size`, or the size `auto` finds (a resumed run keeps its own)."""
@@ -577,11 +587,6 @@ def mixup_pairs(
     rng = np.random.default_rng([t.seed, epoch, step])
     lam = float(rng.beta(t.mixup, t.mixup))
     return torch.from_numpy(rng.permutation(rows)).to(device), lam
-
-
-def validation_sample(split: Split, rows: int | None, seed: int) -> Split:
-    """A fixed sample of `rows` rows of `split` (the same for the same seed), or all of it."""
-    return split.sample(rows, seed)
 
 
 def _copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -122,5 +122,5 @@ class SubwordFeaturizer(TokenFeaturizer):
     ) -> SubwordFeaturizer:
         spec = json.loads((Path(folder) / SPEC_FILE).read_text(encoding="utf-8"))
         # Folders saved before 2026-12 keep the prefix only in the model section.
-        prefix = spec.get("prefix", getattr(model, "text_prefix", ""))
+        prefix = spec.get("prefix", model.text_prefix if model is not None else "")
         return cls(Path(folder) / cls.FOLDER, data.max_tokens, prefix)
