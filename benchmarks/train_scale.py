@@ -7,7 +7,7 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/train_scale.py --families mlp --ddp     # + torchrun 2 vs 1
     .venv/bin/python benchmarks/train_scale.py --rows 20000000 --threads 1 --full-epoch
 
-1. writes a synthetic MercadoLibre-style CSV of `--rows` titles (`prodcat.synth`, seed 0,
+1. writes a synthetic MercadoLibre-style CSV of `--rows` titles (`benchmarks/synth.py`, seed 0,
    1,588 categories) under `--workdir`, reusing one written earlier;
 2. per family, in a fresh subprocess (its own peak memory), trains one epoch of the
    family's config (`configs/FAMILY.yaml`) at a realistic batch size (larger on CUDA) on a

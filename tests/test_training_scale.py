@@ -254,9 +254,9 @@ def test_epochs_score_a_fixed_sample_and_the_end_scores_all_validation_rows(
     assert result.validation.balanced_accuracy == pytest.approx(scores["balanced_accuracy"])
     assert result.validation.accuracy == pytest.approx(scores["accuracy"])
     # The tracker's final validation figures are those of all rows, not the last sample's.
-    from prodcat.tracking.mlflow_store import MlflowRun as MlflowTracker
+    from prodcat.tracking.mlflow_store import MlflowRun
 
-    tracker = MlflowTracker.__new__(MlflowTracker)  # no MLflow: only what it would log
+    tracker = MlflowRun.__new__(MlflowRun)  # no MLflow: only what it would log
     tracker._sampled, logged = True, {}
     tracker.log_metrics = lambda metrics, step=None: logged.update(metrics)
     tracker.log_final_metrics(result)

@@ -1,12 +1,19 @@
 """Train one tiny model folder per family with prodcat as of commit 6c1a038 (before issue 22),
-and record what each predicts, so that later code can be checked to load and predict the same."""
+and record what each predicts, so that later code can be checked to load and predict the same
+(tests/test_model_folder.py). Its imports are that commit's: run it from a checkout of it,
+
+    git worktree add /tmp/prodcat-6c1a038 6c1a038
+    cd /tmp/prodcat-6c1a038 && PYTHONPATH=src python tests/data/legacy-folders/make.py OUT
+
+then keep of each folder the files its manifest lists (the script prunes the rest).
+"""
 
 import json
 import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout, for tests/
 from prodcat.training.run import run
 
 from prodcat import Classifier
