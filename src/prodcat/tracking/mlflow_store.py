@@ -120,7 +120,6 @@ class MlflowRun(Callback):
         parent_run_id: str | None = None,
         tags: dict[str, str] | None = None,
     ):
-        self.mlflow = mlflow
         self.uri = uri
         self.experiment = experiment
         self.run_name = run_name
@@ -135,7 +134,6 @@ class MlflowRun(Callback):
 
     def start(self, run_id: str | None = None) -> str:
         """Start a run, or reopen `run_id` when a run is resumed."""
-        mlflow = self.mlflow
         mlflow.set_tracking_uri(self.uri)
         with sqlite_store_lock(self.uri):
             if run_id is None:
@@ -196,7 +194,7 @@ class MlflowRun(Callback):
         self.log_metrics(metrics, step=int(record["epoch"]))
 
     def on_run_end(self, run: RunInfo, result: RunResult | None, status: str) -> None:
-        if self.mlflow.active_run() is None:
+        if mlflow.active_run() is None:
             return
         self._flush_lr()
         if result is not None:
@@ -204,10 +202,10 @@ class MlflowRun(Callback):
             pause_point("mlflow")  # a test kills the process while it logs the run's end
             for path in sorted(Path(result.output_dir).iterdir()):
                 if path.is_file() and path.name != CHECKPOINT:
-                    self.mlflow.log_artifact(str(path), artifact_path="model")
+                    mlflow.log_artifact(str(path), artifact_path="model")
             self.log_model(result.output_dir)
             self.log_plots(result.output_dir, step)
-        self.mlflow.end_run(status=status)
+        mlflow.end_run(status=status)
 
     def log_model(self, folder: str | Path) -> None:
         """Log the model folder as an MLflow Model too (pyfunc flavor, at `model`, beside the
@@ -221,7 +219,7 @@ class MlflowRun(Callback):
     def close_stale(self, run_id: str) -> None:
         """Mark KILLED a run still RUNNING whose process died without ending it (kill -9,
         a lost machine) and whose folder a new run now takes over."""
-        client = self.mlflow.MlflowClient(self.uri)
+        client = mlflow.MlflowClient(self.uri)
         try:
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_terminated(run_id, "KILLED")
@@ -231,16 +229,16 @@ class MlflowRun(Callback):
 
     def log_params(self, params: dict[str, Any]) -> None:
         # MLflow refuses to change a logged param, which a resumed run would try.
-        logged = self.mlflow.get_run(self.run_id).data.params
+        logged = mlflow.get_run(self.run_id).data.params
         fresh = {k: _param(v) for k, v in params.items() if k not in logged}
         if fresh:
-            self.mlflow.log_params(fresh)
+            mlflow.log_params(fresh)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         # Each call is stamped after the last, so a value logged again at a step becomes the
         # one MLflow shows (its latest value is the one of highest (step, timestamp)).
         self._stamp = max(int(time.time() * 1000), self._stamp + 1)
-        self.mlflow.log_metrics(
+        mlflow.log_metrics(
             {k: float(v) for k, v in metrics.items()}, step=step, timestamp=self._stamp
         )
 
@@ -301,7 +299,7 @@ class MlflowRun(Callback):
                 LocalArtifactDatasetSource(str(path)), name=path.name, digest=file_digest(path)
             )
             rows = {"rows_read": summary.rows_read.get(file), "rows_used": summary.sizes.get(role)}
-            self.mlflow.log_input(
+            mlflow.log_input(
                 dataset,
                 context=DATASET_CONTEXTS.get(role, role),
                 tags={k: str(v) for k, v in rows.items() if v is not None},
@@ -316,7 +314,7 @@ class MlflowRun(Callback):
             path = Path(folder) / name
             if path.is_file():
                 with Image.open(path) as image:
-                    self.mlflow.log_image(
+                    mlflow.log_image(
                         image.convert("RGB"), key=path.stem, step=step, synchronous=True
                     )
 
@@ -326,13 +324,13 @@ class MlflowRun(Callback):
         stamp = int(time.time() * 1000)
         metric = mlflow.entities.Metric
         metrics = [metric("batch_lr", lr, stamp, batch) for batch, lr in self._lr_points]
-        client = self.mlflow.MlflowClient()
+        client = mlflow.MlflowClient()
         for start in range(0, len(metrics), 1000):  # MLflow takes 1,000 metrics per batch
             client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
         self._lr_points = []
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
 @contextmanager
