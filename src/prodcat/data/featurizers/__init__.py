@@ -3,7 +3,6 @@ model input is one featurizer class here, listed in `KINDS` so that model folder
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ from prodcat.data.featurizers.base import (
     Featurizer,
     TokenFeaturizer,
     VectorFeaturizer,
+    read_spec,
 )
 from prodcat.data.featurizers.sentence import SentenceFeaturizer
 from prodcat.data.featurizers.subword import SubwordFeaturizer
@@ -43,8 +43,8 @@ def load_featurizer(
     folder: str | Path, data: DataConfig, model: ModelConfig | None = None
 ) -> Featurizer:
     """The fitted featurizer a model folder saved (its `featurizer.json` names the kind)."""
-    path = Path(folder) / SPEC_FILE
-    kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+    kind = read_spec(folder).get("kind")
     if kind not in KINDS:
+        path = Path(folder) / SPEC_FILE
         raise ProdcatError(f"{path}: unknown featurizer '{kind}' (known: {', '.join(KINDS)})")
     return KINDS[kind].load(folder, data, model)

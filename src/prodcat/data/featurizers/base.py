@@ -19,6 +19,7 @@ fitted, and `featurizer.json` (`SPEC_FILE`) says which kind reads it back.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,17 @@ if TYPE_CHECKING:
     from prodcat.data.cache import EncodedFile
 
 SPEC_FILE = "featurizer.json"
+
+
+def write_spec(folder: str | Path, kind: str, /, **spec: Any) -> None:
+    """`featurizer.json`: the featurizer's kind and what reading it back needs."""
+    text = json.dumps({"kind": kind, **spec}, indent=1)
+    (Path(folder) / SPEC_FILE).write_text(text, encoding="utf-8")
+
+
+def read_spec(folder: str | Path) -> dict[str, Any]:
+    """What `write_spec` wrote in a model folder."""
+    return json.loads((Path(folder) / SPEC_FILE).read_text(encoding="utf-8"))
 
 
 class Featurizer(ABC):

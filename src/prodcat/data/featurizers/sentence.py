@@ -23,7 +23,7 @@ import pyarrow as pa
 from prodcat.atomic import fsync_file, write_text_atomic
 from prodcat.config import ColumnsConfig, DataConfig, TokenizerConfig
 from prodcat.data.cache import EncodedFile, blank_titles, default_cache_root
-from prodcat.data.featurizers.base import SPEC_FILE, VectorFeaturizer
+from prodcat.data.featurizers.base import VectorFeaturizer, read_spec, write_spec
 from prodcat.data.readers import TableReader
 from prodcat.data.text import TokenizedChunk, WordPieces, tokenize
 from prodcat.encoders.sentence import (
@@ -101,14 +101,13 @@ class SentenceFeaturizer(VectorFeaturizer):
         return vectors
 
     def save(self, folder: str | Path) -> None:
-        spec = {"kind": self.kind, "dim": self.dim, **self.settings.model_dump(mode="json")}
-        (Path(folder) / SPEC_FILE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        write_spec(folder, self.kind, dim=self.dim, **self.settings.model_dump(mode="json"))
 
     @classmethod
     def load(
         cls, folder: str | Path, data: DataConfig, model: ModelConfig | None = None
     ) -> SentenceFeaturizer:
-        spec = json.loads((Path(folder) / SPEC_FILE).read_text(encoding="utf-8"))
+        spec = read_spec(folder)
         # Folders saved before 2026-12 keep the encoder's settings only in the model section.
         saved = spec if "normalize" in spec else (model.model_dump() if model else {})
         settings = {k: v for k, v in saved.items() if k in EncoderSettings.model_fields}

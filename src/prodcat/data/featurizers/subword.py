@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from prodcat.config import DataConfig
-from prodcat.data.featurizers.base import SPEC_FILE, TokenFeaturizer
+from prodcat.data.featurizers.base import TokenFeaturizer, read_spec, write_spec
 from prodcat.data.text import TokenizedChunk
 from prodcat.errors import ConfigError
 
@@ -108,19 +107,14 @@ class SubwordFeaturizer(TokenFeaturizer):
         target = Path(folder) / self.FOLDER
         self.tokenizer.save_pretrained(str(target))
         shutil.copyfile(self.folder / "config.json", target / "config.json")
-        spec = {
-            "kind": self.kind,
-            "folder": self.FOLDER,
-            "vocabulary": self.vocab_size,
-            "prefix": self.prefix,
-        }
-        (Path(folder) / SPEC_FILE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        write_spec(
+            folder, self.kind, folder=self.FOLDER, vocabulary=self.vocab_size, prefix=self.prefix
+        )
 
     @classmethod
     def load(
         cls, folder: str | Path, data: DataConfig, model: ModelConfig | None = None
     ) -> SubwordFeaturizer:
-        spec = json.loads((Path(folder) / SPEC_FILE).read_text(encoding="utf-8"))
         # Folders saved before 2026-12 keep the prefix only in the model section.
-        prefix = spec.get("prefix", model.text_prefix if model is not None else "")
+        prefix = read_spec(folder).get("prefix", model.text_prefix if model is not None else "")
         return cls(Path(folder) / cls.FOLDER, data.max_tokens, prefix)

@@ -9,7 +9,6 @@ The cache holds words for both (the same cache serves both).
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from prodcat.config import DataConfig, TokenizerConfig
-from prodcat.data.featurizers.base import SPEC_FILE, TokenFeaturizer
+from prodcat.data.featurizers.base import TokenFeaturizer, read_spec, write_spec
 from prodcat.data.python_tokenizer import SMALL_BATCH, TitleEncoder
 from prodcat.data.text import TokenizedChunk, WordPieces, tokenize
 from prodcat.data.vectors import PretrainedRows, read_vectors
@@ -126,11 +125,7 @@ class VocabularyFeaturizer(TokenFeaturizer):
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         self._fitted().save(folder / "vocab.txt")
-        self._write_spec(folder, {"size": self.vocab_size})
-
-    def _write_spec(self, folder: Path, spec: dict[str, Any]) -> None:
-        spec = {"kind": self.kind, "vocabulary": "vocab.txt", **spec}
-        (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        write_spec(folder, self.kind, vocabulary="vocab.txt", size=self.vocab_size)
 
     @classmethod
     def load(
@@ -216,21 +211,21 @@ class NgramFeaturizer(VocabularyFeaturizer):
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         self._fitted().save(folder / "vocab.txt")
-        self._write_spec(
+        write_spec(
             folder,
-            {
-                "size": len(self._fitted()),
-                "buckets": self.buckets,
-                "n": [self.min_n, self.max_n],
-                "pieces_per_token": self.pieces_per_token,
-            },
+            self.kind,
+            vocabulary="vocab.txt",
+            size=len(self._fitted()),
+            buckets=self.buckets,
+            n=[self.min_n, self.max_n],
+            pieces_per_token=self.pieces_per_token,
         )
 
     @classmethod
     def load(
         cls, folder: str | Path, data: DataConfig, model: ModelConfig | None = None
     ) -> NgramFeaturizer:
-        spec = json.loads((Path(folder) / SPEC_FILE).read_text(encoding="utf-8"))
+        spec = read_spec(folder)
         min_n, max_n = spec["n"]
         featurizer = cls.from_config(
             data,
