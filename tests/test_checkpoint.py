@@ -120,7 +120,8 @@ def test_a_write_that_fails_midway_keeps_the_previous_checkpoint(tmp_path):
 
 def test_resume_with_a_damaged_checkpoint_is_a_one_line_error(tmp_path, run_cli):
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=10)
-    overrides = small_overrides(tmp_path, **{"training.epochs": 1})
+    settings = {"training.epochs": 1, "training.keep_checkpoint": True}
+    overrides = small_overrides(tmp_path, **settings)
     cfg = build_config(overrides=overrides)
     train(cfg, load_splits(cfg.data, data), tmp_path / "run")
     flip_last_byte(tmp_path / "run" / CHECKPOINT)

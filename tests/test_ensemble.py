@@ -55,6 +55,7 @@ def test_trained_ensemble_folder_round_trip(trained_ensemble):
     for name in ("config.yaml", "labels.txt", "ensemble.json", "calibration.json"):
         assert name in listed
     for member in ("members/0", "members/1"):
+        assert not (folder / member / "checkpoint.safetensors").exists()  # members keep none
         assert f"{member}/model.safetensors" in listed
         assert f"{member}/calibration.json" in listed
         assert json.loads((folder / member / "metrics.json").read_text())["family"] in (

@@ -119,3 +119,21 @@ def test_a_folder_written_before_the_families_moved_loads_and_predicts_the_same(
     for row, then in zip(clf.predict_top_k(expected["titles"], 2), expected["predictions"][name]):
         assert [c for c, _ in row] == [c for c, _ in then]
         np.testing.assert_allclose([p for _, p in row], [p for _, p in then], atol=2e-6)
+
+
+def test_a_finished_run_folder_holds_what_prediction_needs_readable_by_all(small_model):
+    """No training state (unless training.keep_checkpoint), and every file with the mode a
+    plain write gives (safetensors writes 0600 under a temporary name): a service running as
+    another user reads the folder."""
+    import os
+    import stat
+
+    names = {p.name for p in small_model.iterdir()}
+    assert CHECKPOINT not in names
+    assert {"config.yaml", "featurizer.json", "vocab.txt", "labels.txt", WEIGHTS} <= names
+    assert {"calibration.json", "manifest.json", "metrics.json", "predictions.parquet"} <= names
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in small_model.rglob("*"):
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

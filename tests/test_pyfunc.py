@@ -106,3 +106,29 @@ def test_classifier_and_predict_load_runs_and_registry_uris(tracking, run_cli):
 
     with pytest.raises(ProdcatError, match="cannot download it from MLflow"):
         Classifier.load("runs:/0123456789abcdef/model")
+
+
+def test_mlflow_serving_refuses_what_is_not_text(tracking):
+    """`mlflow models serve` (its scoring app, in-process) answers non-text titles with a 400
+    naming the row; MLflow would otherwise have made "1" and "None" of `[1, null]`."""
+    import mlflow
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc import scoring_server
+
+    _, run_id, _ = tracking
+    app = scoring_server.init(mlflow.pyfunc.load_model(f"runs:/{run_id}/model"))
+    with TestClient(app) as client:
+        good = client.post("/invocations", json={"inputs": TITLES[:2]})
+        assert good.status_code == 200, good.text
+        assert [p["category"] for p in good.json()["predictions"]] == [
+            "SOUND_CARDS",
+            "WASHING_MACHINES",
+        ]
+        for body, where in (
+            ({"inputs": [1, None]}, "inputs[0]: a title must be a string, got float 1.0"),
+            ({"inputs": [TITLES[0], None]}, "inputs[1]: a title must be a string, got null"),
+            ({"dataframe_records": [{"title": TITLES[0]}, {"title": 2.5}]}, "title[1]"),
+        ):
+            answer = client.post("/invocations", json=body)
+            assert answer.status_code == 400, answer.text
+            assert where in answer.json()["message"]

@@ -215,8 +215,12 @@ def test_resume_extends_a_finished_run_with_more_epochs(tmp_path):
     constant = {"training.schedule": "constant", "training.patience": None}
     three = small_config(tmp_path, **{"training.epochs": 3, **constant})
     train(three, splits, tmp_path / "straight")
-    two = small_config(tmp_path, **{"training.epochs": 2, **constant})
+    # A finished run keeps its training state only when asked, to be extended.
+    two = small_config(tmp_path, **{"training.epochs": 2, "training.keep_checkpoint": True})
+    two.training.schedule, two.training.patience = "constant", None
     train(two, splits, tmp_path / "extended")
+    assert (tmp_path / "extended" / CHECKPOINT).is_file()
+    assert not (tmp_path / "straight" / CHECKPOINT).exists()
     extended = train(three, splits, tmp_path / "extended", resume=True)
     assert len(extended.history) == 3
     assert_same_weights(tmp_path / "straight", tmp_path / "extended")
@@ -225,9 +229,8 @@ def test_resume_extends_a_finished_run_with_more_epochs(tmp_path):
 def test_early_stopping_restores_the_best_epoch(tmp_path):
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
     # A learning rate this high makes validation BAC wander, so patience ends the run.
-    cfg = small_config(
-        tmp_path, **{"training.epochs": 30, "training.patience": 2, "training.lr": 0.05}
-    )
+    settings = {"training.epochs": 30, "training.patience": 2, "training.lr": 0.05}
+    cfg = small_config(tmp_path, **settings, **{"training.keep_checkpoint": True})
     result = train(cfg, load_splits(cfg.data, data), tmp_path / "run")
     history = result.history
     bacs = [h["validation_balanced_accuracy"] for h in history]
@@ -306,6 +309,7 @@ def test_a_run_killed_inside_an_epoch_resumes_from_its_last_batch(tmp_path):
 def test_resume_trains_on_after_an_early_stop(tmp_path):
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=40)
     overrides = {"training.epochs": 30, "training.patience": 1, "training.lr": 0.05}
+    overrides["training.keep_checkpoint"] = True  # to be trained on
     cfg = small_config(tmp_path, **overrides)
     splits = load_splits(cfg.data, data)
     stopped = train(cfg, splits, tmp_path / "run")

@@ -12,6 +12,17 @@ from pathlib import Path
 
 from prodcat.fault_points import pause_point
 
+# The process's umask, read once (reading it means setting it), so that files written under a
+# temporary name (safetensors writes those mode 0600) get the mode a plain write gives them:
+# a service running as another user must be able to read a model folder.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def usual_permissions(path: str | Path) -> None:
+    """Give a file the mode `open(path, "w")` would have given it (0644 under umask 022)."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
 
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename inside `folder` durable (a no-op where directories cannot be opened)."""
@@ -42,6 +53,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         fsync_file(tmp)
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -95,6 +107,7 @@ def _move(entry: Path, target: Path) -> None:
         for file in entry.rglob("*"):
             if file.is_file():
                 fsync_file(file)
+                usual_permissions(file)
         if target.exists():
             # A folder cannot replace a folder in one rename: move the old one aside first.
             old = target.with_name(f".{target.name}.{os.getpid()}.old")
@@ -103,4 +116,5 @@ def _move(entry: Path, target: Path) -> None:
         os.replace(entry, target)
     else:
         fsync_file(entry)
+        usual_permissions(entry)
         os.replace(entry, target)

@@ -258,6 +258,12 @@ class TrainingConfig(StrictModel):
         "checkpoint_minutes have passed, and at the run's last epoch (a sparse model's "
         "checkpoint of ~0.5 GB costs seconds: an ensemble's short members skip most of them)",
     )
+    keep_checkpoint: bool = Field(
+        False,
+        description="keep the training state (checkpoint.safetensors: the optimizer's moments, "
+        "as large as the model or twice) in a finished run's folder, to extend the run with "
+        "--resume and more epochs; false: the folder holds what prediction needs",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")

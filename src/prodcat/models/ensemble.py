@@ -107,12 +107,13 @@ class EnsembleConfig(ModelConfig):
     def member_config(self, cfg: Config, index: int) -> Config:
         """The full config member `index` trains with: `cfg` with its model and training.
         Its seed is `training.seed + index` unless it sets one, so that a member listed
-        twice is a second draw, not a copy."""
+        twice is a second draw, not a copy. A member keeps no checkpoint when it is done."""
         member = self.members[index]
         tree = cfg.model_dump(mode="json")
         tree["model"] = member.model.model_dump(mode="json")
         seed = {"seed": tree["training"]["seed"] + index}
-        tree["training"] = {**tree["training"], **seed, **member.training}
+        done = {"keep_checkpoint": False}
+        tree["training"] = {**tree["training"], **seed, **member.training, **done}
         return Config.model_validate(tree)
 
 

@@ -5,6 +5,8 @@ logs with every tracked run. MLflow runs this file; prodcat imports it nowhere.
 Input: a DataFrame with a `title` column (or one column of strings), a Series, or a list of
 titles. Output: a DataFrame, one row per title: `category` and `probability` (the best),
 `categories` and `probabilities` (the `top_k` best, best first; `params={"top_k": 3}`).
+Anything but text (a number, a null) is refused, naming the row: `mlflow models serve`
+answers it with a 400, as `prodcat serve` answers a 422.
 """
 
 from __future__ import annotations
@@ -13,33 +15,42 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
-
-from prodcat.errors import ProdcatError
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 MODEL_FOLDER = "model_folder"  # the artifact that holds the prodcat folder (mlflow_store's)
 
 
 def titles_of(model_input: Any) -> list[str]:
     """The titles of a pyfunc input: a DataFrame (its `title` column, or its only column),
-    a Series, a list or a NumPy array of strings."""
+    a Series, a list or a NumPy array of strings; anything else is an `MlflowException`
+    (INVALID_PARAMETER_VALUE) naming the row."""
+    field = "inputs"
     if isinstance(model_input, pd.DataFrame):
         if "title" in model_input.columns:
-            column = model_input["title"]
+            field, column = "title", model_input["title"]
         elif len(model_input.columns) == 1:
+            name = model_input.columns[0]  # a number when the input was a plain list
+            field = name if isinstance(name, str) else "inputs"
             column = model_input.iloc[:, 0]
         else:
-            raise ProdcatError(
-                f"a DataFrame of titles needs a 'title' column, got {list(model_input.columns)}"
+            raise MlflowException(
+                f"a DataFrame of titles needs a 'title' column, got {list(model_input.columns)}",
+                INVALID_PARAMETER_VALUE,
             )
         model_input = column
     if isinstance(model_input, str):
         return [model_input]
     titles = list(model_input)
-    bad = next((t for t in titles if t is not None and not isinstance(t, str)), None)
-    if bad is not None:
-        raise ProdcatError(f"titles must be strings, got {type(bad).__name__}: {bad!r}")
-    return ["" if t is None else t for t in titles]
+    for row, title in enumerate(titles):
+        if not isinstance(title, str):
+            null = title is None or title != title  # None, or NaN in a DataFrame
+            what = "null" if null else f"{type(title).__name__} {title!r}"
+            raise MlflowException(
+                f"{field}[{row}]: a title must be a string, got {what}", INVALID_PARAMETER_VALUE
+            )
+    return titles
 
 
 class ClassifierModel(mlflow.pyfunc.PythonModel):

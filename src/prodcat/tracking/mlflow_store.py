@@ -397,12 +397,16 @@ REQUIREMENTS = (
 
 
 def model_signature():
-    """Titles in; the best category and its probability out; `top_k` as a parameter."""
+    """Titles in; the best category and its probability out; `top_k` as a parameter.
+
+    The input is typed Any, not string: MLflow's serving would turn `[1, null]` into the
+    titles "1" and "None"; the model refuses what is not text itself (serving/pyfunc.py)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
 
     return ModelSignature(
-        inputs=Schema([ColSpec(DataType.string)]),
+        inputs=Schema([ColSpec(AnyType())]),
         outputs=Schema(
             [ColSpec(DataType.string, "category"), ColSpec(DataType.double, "probability")]
         ),

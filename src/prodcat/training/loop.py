@@ -182,6 +182,9 @@ class Trainer:
             # part of the run: a signal there marks the run KILLED too, never leaves it RUNNING.
             result = self.finish()
             self.events.on_run_end(self.info, result, "FINISHED")
+            if self.rank.main and not self.t.keep_checkpoint:
+                # Tracked and saved: the training state goes, unless the run is to be extended.
+                remove_checkpoint(self.output)
         except KeyboardInterrupt:
             self.events.on_run_end(self.info, None, "KILLED")
             if self.checkpointed_epoch is None:
@@ -205,7 +208,12 @@ class Trainer:
         self._prepare_process()
         checkpoint = load_checkpoint(self.output) if self.resume else None
         if self.resume and checkpoint is None:
-            log.warning("no %s in %s: starting a new run", CHECKPOINT, self.output)
+            log.warning(
+                "no %s in %s (a finished run keeps one only with training.keep_checkpoint): "
+                "starting a new run",
+                CHECKPOINT,
+                self.output,
+            )
         batch_size = self._build(checkpoint)
         self.state, self.best_weights, replaced_run_id = RunState(), _copy_weights(self.model), None
         if checkpoint is not None:

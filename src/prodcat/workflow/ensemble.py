@@ -44,7 +44,7 @@ from prodcat.tracking import make_tracker
 from prodcat.training.device import device_name, resolve_device
 from prodcat.training.finish import score, write_run_folder
 from prodcat.training.ranks import Rank
-from prodcat.training.result import RunResult, Scores
+from prodcat.training.result import METRICS_FILE, RunResult, Scores
 from prodcat.workflow.train import check_output, prepare_data, terminate_as_interrupt, train_model
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def train_ensemble(
                 check_output(member_cfg, folder, resume)
                 splits.append(prepare_data(member_cfg))
                 results.append(
-                    train_model(
+                    finished(folder, resume)
+                    or train_model(
                         member_cfg, folder, resume=resume, callbacks=callbacks,
                         parent_run_id=parent, splits=splits[-1],
                     )  # fmt: skip
@@ -117,6 +118,15 @@ def train_ensemble(
         raise
     finally:
         tracker.close_parent(parent, status, metrics)
+
+
+def finished(folder: Path, resume: bool) -> RunResult | None:
+    """A member's result when `--resume` finds it finished (its folder keeps no checkpoint to
+    resume from), else None."""
+    if resume and (folder / METRICS_FILE).is_file():
+        log.info("%s: finished, kept", folder)
+        return RunResult.load(folder)
+    return None
 
 
 def _finish(
@@ -301,6 +311,8 @@ def _train_member(
     handler = logging.getLogger().handlers[0]
     handler.setFormatter(logging.Formatter(f"%(levelname)s member {index}: %(message)s"))
     cfg.training.progress = False  # one bar per process would garble the terminal
+    if done := finished(folder, resume):
+        return done
     try:
         with terminate_as_interrupt():
             check_output(cfg, folder, resume)
