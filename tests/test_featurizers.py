@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from prodcat import Classifier
 from prodcat.config import TokenizerConfig
 from prodcat.data.dataset import load_splits
 from prodcat.data.featurizers import VocabularyFeaturizer
@@ -267,3 +270,40 @@ def test_character_ngrams_read_words_never_seen_in_training(tmp_path, data_confi
         again.ids(["maternales", "zzz"]), featurizer.ids(["maternales", "zzz"])
     )
     assert featurizer.char_ngrams("ab") == ["<ab", "ab>", "<ab>"]
+
+
+def test_a_few_titles_take_the_pure_python_path_with_the_batch_paths_ids(shared_file, tmp_path):
+    """Word and n-gram featurizers encode up to 256 titles in pure Python (no Arrow call):
+    on 2,000 real titles, one at a time and all at once, the ids equal Arrow's."""
+    from prodcat.config import DataConfig
+    from prodcat.data.featurizers import NgramFeaturizer, TokenFeaturizer
+
+    with gzip.open(shared_file("meli-es-51k.jsonl.gz"), "rt", encoding="utf-8") as f:
+        titles = [json.loads(line)["title"] for _, line in zip(range(6000), f)]
+    data = DataConfig(cache_dir=tmp_path / "cache", max_tokens=12)
+    words = VocabularyFeaturizer.from_config(data)
+    ngrams = NgramFeaturizer.from_config(data, buckets=5000, min_n=2, max_n=4, per_word=20)
+    chunk = words.pieces(titles[2000:])  # fitted on other titles: unseen words are tried too
+    counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
+    odd = ["", "  ", "x " * 40, "Ñandú 220v ÁÉÍ", "[PAD] [UNK]", "marca® 1700w"]
+    for featurizer in (words, ngrams):
+        featurizer.fit(chunk.vocabulary, counts)
+        sample = titles[:2000] + odd
+        arrow = TokenFeaturizer.encode(featurizer, sample)
+        fast = featurizer.title_encoder().encode(sample)
+        assert np.array_equal(arrow[0], fast[0]) and np.array_equal(arrow[1], fast[1])
+        for title in sample[:300] + odd:
+            one, alone = featurizer.encode([title]), TokenFeaturizer.encode(featurizer, [title])
+            assert np.array_equal(one[0], alone[0]) and np.array_equal(one[1], alone[1]), title
+
+
+def test_ensemble_members_that_read_alike_encode_a_title_once():
+    from prodcat.models.ensemble import EnsembleBatch
+
+    folder = Path(__file__).parent / "data" / "legacy-folders" / "ensemble"
+    clf = Classifier.load(folder)  # an MLP and a CNN fitted on the same rows: one vocabulary
+    assert clf.reader.encoder_of == [0, 0]
+    titles = ["Placa De Sonido Behringer", "Mochila Maternal"]
+    own = EnsembleBatch([member(titles) for member in clf.reader.members])
+    with torch.inference_mode():
+        np.testing.assert_array_equal(clf.model(clf.batch(titles)), clf.model(own))

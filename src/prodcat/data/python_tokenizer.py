@@ -3,8 +3,8 @@
 `prodcat.data.text.tokenize` is built for millions of titles: a dozen Arrow kernel calls
 whose fixed cost (~2 ms) dwarfs the work on one title. `tokenize_title` cuts one title with
 `str` methods and `unicodedata` and gives the *same tokens*; `TitleEncoder` maps them to a
-vocabulary's ids, caching each space-separated piece's ids (titles repeat words). The word
-featurizer takes this path for up to `SMALL_BATCH` titles (`featurizers/words.py`).
+featurizer's ids, caching each space-separated piece's ids (titles repeat words). The word
+and n-gram featurizers take this path for up to `SMALL_BATCH` titles (`featurizers/words.py`).
 
 Why the tokens are the same:
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -124,34 +124,36 @@ def tokenize_title(title: str | None, cfg: TokenizerConfig) -> list[str]:
 
 
 class TitleEncoder:
-    """A vocabulary's `encode` for a few titles at a time, in pure Python.
+    """A token featurizer's `encode` for a few titles at a time, in pure Python.
 
-    Each distinct piece's ids are cached (least recently used first out), so a title of known
-    words costs a split and a few dictionary look-ups.
+    `token_ids(token)` gives a token's model ids (`pieces_per_token` of them: a word's, or a
+    word's and its character n-grams'). Each distinct piece's ids are cached (least recently
+    used first out), so a title of known pieces costs a split and a few dictionary look-ups.
     """
 
     def __init__(
         self,
         tokenizer: TokenizerConfig,
         max_tokens: int,
-        index: dict[str, int],
+        token_ids: Callable[[str], tuple[int, ...]],
         *,
+        pieces_per_token: int = 1,
         pad_id: int = 0,
-        unk_id: int = 1,
         cache_size: int = 1 << 16,
     ):
         self.tokenizer = tokenizer.model_copy()
         self.max_tokens = max_tokens
+        self.pieces_per_token = pieces_per_token
         self.pad_id = pad_id
 
         @lru_cache(maxsize=cache_size)
-        def piece_ids(piece: str) -> tuple[int, ...]:
-            return tuple(index.get(token, unk_id) for token in piece_tokens(piece, self.tokenizer))
+        def piece_ids(piece: str) -> tuple[tuple[int, ...], ...]:
+            return tuple(token_ids(token) for token in piece_tokens(piece, self.tokenizer))
 
         self.piece_ids = piece_ids
 
-    def title_ids(self, title: str | None) -> list[int]:
-        """Model ids of one title, at most `max_tokens` of them."""
+    def title_ids(self, title: str | None) -> list[tuple[int, ...]]:
+        """Model ids of one title's tokens, at most `max_tokens` of them."""
         if not title:
             return []
         piece_ids = self.piece_ids
@@ -159,11 +161,14 @@ class TitleEncoder:
         return ids[: self.max_tokens]
 
     def encode(self, titles: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, T) int64 ids padded with `pad_id` and the (N,) lengths: `Featurizer.encode`'s."""
+        """(N, T * pieces_per_token) int64 ids padded with `pad_id` and the (N,) lengths:
+        `TokenFeaturizer.encode`'s."""
         rows = [self.title_ids(title) for title in titles]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         width = max(int(lengths.max(initial=0)), 1)
-        matrix = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        k = self.pieces_per_token
+        matrix = np.full((len(rows), width, k), self.pad_id, dtype=np.int64)
         for row, ids in zip(matrix, rows):
-            row[: len(ids)] = ids
-        return matrix, lengths
+            if ids:
+                row[: len(ids)] = ids
+        return matrix.reshape(len(rows), width * k), lengths

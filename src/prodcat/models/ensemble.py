@@ -203,13 +203,20 @@ class EnsembleSplit:
 
 class MemberReader:
     """How an ensemble reads titles: each member through its own data settings and
-    featurizer, the same titles in step."""
+    featurizer, the same titles in step; members whose featurizers encode alike (the same
+    settings and vocabulary) share one encoding of a title."""
 
     def __init__(self, members: Sequence[TitleReader]):
         self.members = list(members)
+        keys = [member.featurizer.encoding_key() for member in self.members]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        self.encoder_of = [first[key] for key in keys]  # member -> the member that encodes
 
     def __call__(self, titles: list[str]) -> EnsembleBatch:
-        return EnsembleBatch([member(titles) for member in self.members])
+        batches: dict[int, Batch] = {}
+        for i in sorted(set(self.encoder_of)):
+            batches[i] = self.members[i](titles)
+        return EnsembleBatch([batches[i] for i in self.encoder_of])
 
     def split(self, path: str | Path, labels: LabelMap, name: str = "evaluation") -> EnsembleSplit:
         return EnsembleSplit([member.split(path, labels, name) for member in self.members])

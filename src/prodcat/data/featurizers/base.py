@@ -71,6 +71,11 @@ class Featurizer(ABC):
     def __call__(self, titles: list[str]) -> Batch:
         """A `Batch` of raw titles, encoded exactly as the training data was."""
 
+    def encoding_key(self) -> tuple:
+        """Featurizers with equal keys encode any title alike (an ensemble's members that
+        share one encode a title once); by default, this featurizer alone."""
+        return (id(self),)
+
     @abstractmethod
     def save(self, folder: str | Path) -> None:
         """Write what was fitted and `SPEC_FILE`; the settings are in config.yaml."""

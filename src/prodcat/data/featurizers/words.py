@@ -10,6 +10,7 @@ The cache holds words for both (the same cache serves both).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,13 +108,27 @@ class VocabularyFeaturizer(TokenFeaturizer):
     def vocab_size(self) -> int:
         return len(self._fitted())
 
+    def token_ids(self, index: dict[str, int]) -> Callable[[str], tuple[int, ...]]:
+        """A token's model ids, one token at a time: `ids`'s row (`index`: the vocabulary's)."""
+        unk = self.unk_id
+        return lambda token: (index.get(token, unk),)
+
     def title_encoder(self) -> TitleEncoder:
-        """The pure-Python encoder of this vocabulary (made once per vocabulary)."""
+        """The pure-Python encoder of this featurizer (made once per vocabulary)."""
         vocabulary = self._fitted()
         if self._fast is None or self._fast[0] is not vocabulary:
-            encoder = TitleEncoder(self.tokenizer, self.max_tokens, vocabulary.index)
+            token_ids = self.token_ids(vocabulary.index)
+            encoder = TitleEncoder(
+                self.tokenizer, self.max_tokens, token_ids, pieces_per_token=self.pieces_per_token
+            )
             self._fast = (vocabulary, encoder)
         return self._fast[1]
+
+    def encoding_key(self) -> tuple:
+        """What makes this featurizer's ids of a title: featurizers with the same key give the
+        same ids (an ensemble's members encode a title once per key)."""
+        tokens = self._fitted().tokens
+        return (self.kind, repr(self.cache_spec()), len(tokens), hash(tuple(tokens)))
 
     def encode(self, titles: list[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
         # A few titles skip Arrow's fixed cost (~2 ms a call) for its pure-Python twin, which
@@ -205,8 +220,22 @@ class NgramFeaturizer(VocabularyFeaturizer):
     def vocab_size(self) -> int:
         return len(self._fitted()) + self.buckets
 
-    def encode(self, titles: list[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        return TokenFeaturizer.encode(self, titles)  # no pure-Python twin of the n-grams yet
+    def token_ids(self, index: dict[str, int]) -> Callable[[str], tuple[int, ...]]:
+        unk, pad, k = self.unk_id, self.pad_id, self.pieces_per_token
+        offset, buckets = len(self._fitted()), self.buckets
+
+        def ids(token: str) -> tuple[int, ...]:
+            word = index.get(token, unk)
+            grams = [
+                offset + zlib.crc32(g.encode("utf-8")) % buckets for g in self.char_ngrams(token)
+            ]
+            return (pad if word == unk else word, *grams, *[pad] * (k - 1 - len(grams)))
+
+        return ids
+
+    def encoding_key(self) -> tuple:
+        grams = (self.buckets, self.min_n, self.max_n, self.pieces_per_token)
+        return (*super().encoding_key(), *grams)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
