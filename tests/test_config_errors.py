@@ -129,4 +129,3 @@ def test_an_override_wins_over_the_file_and_is_checked_as_strictly(train_cli, tm
     assert_one_line(
         train_cli("--config", str(path), "--set", "training.epochs=0"), "training.epochs: Input"
     )
-

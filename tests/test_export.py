@@ -203,10 +203,64 @@ def test_user_mistakes_are_one_line_errors(small_model, tmp_path, run_cli):
         ["predict", str(small_model), "Bolso", "--runtime", "onnx"] + ["--onnx", str(not_onnx)]
     )
     assert code == 2 and "not a readable ONNX model" in err and len(err.splitlines()) <= 3
-    # A family whose network cannot be exported says so, and why.
-    for family, why in (("transformer", "tokenizer"), ("ensemble", "separate networks")):
-        folder = tmp_path / family
-        shutil.copytree(LEGACY / family, folder)
-        code, _, err = run_cli(["export", str(folder)])
-        assert code == 2 and f"the {family} family cannot be exported" in err and why in err
-        assert len(err.splitlines()) == 1
+    # The frozen sentence encoders' network runs outside the graph: exporting says so.
+    folder = tmp_path / "encoder"
+    shutil.copytree(LEGACY / "encoder", folder)
+    code, _, err = run_cli(["export", str(folder)])
+    assert code == 2 and "the encoder family cannot be exported" in err
+    assert len(err.splitlines()) == 1
+    code, _, err = run_cli(["export", str(small_model), "--quantize", "int4"])
+    assert code == 2 and "--quantize must be one of none, int8, float16" in err
+
+
+EXPORTED = ["mlp", "mlp-ngrams", "cnn", "lstm", "gru", "linear", "linear-full-rank"]
+
+
+@pytest.mark.parametrize("name", EXPORTED + ["ensemble", "transformer"])
+def test_every_family_but_the_encoders_exports(name, titles, tmp_path):
+    """Folders of every family (written by an earlier prodcat, tests/data/legacy-folders):
+    the graph gives torch's probabilities, n-gram lookups, the linear family's bag and an
+    ensemble's members (each reading its own featurizer's ids) included."""
+    folder = tmp_path / name
+    shutil.copytree(LEGACY / name, folder)
+    path = export_onnx(folder)
+    torch_clf, onnx_clf = Classifier.load(folder), OnnxClassifier.load(folder)
+    for batch in (titles, titles[:3], titles[-1:]):
+        np.testing.assert_allclose(
+            onnx_clf.predict_proba(batch), torch_clf.predict_proba(batch), rtol=0, atol=1e-5
+        )
+    inputs = [node.name for node in onnx_clf.session.get_inputs()]
+    assert inputs[0] == "input_ids" and len(onnx_clf.feeds) == 1, inputs
+    assert path.stat().st_size > 0
+
+
+def test_an_ensemble_exports_as_one_graph_that_encodes_each_title_once_per_featurizer(
+    titles, tmp_path
+):
+    """Members that read words, and words with their character n-grams, and the linear
+    family's bag: the graph takes one (ids, lengths) pair per distinct featurizer."""
+    folder = tmp_path / "ensemble"
+    shutil.copytree(LEGACY / "ensemble", folder)
+    members = ["mlp", "mlp-ngrams", "linear-full-rank", "mlp-ngrams", "gru"]
+    for i, name in enumerate(members):
+        shutil.rmtree(folder / "members" / str(i), ignore_errors=True)
+        shutil.copytree(LEGACY / name, folder / "members" / str(i))
+    spec = json.loads((folder / "ensemble.json").read_text())
+    spec["members"] = [f"members/{i}" for i in range(len(members))]
+    spec["weights"] = [0.1, 0.3, 0.3, 0.1, 0.2]
+    (folder / "ensemble.json").write_text(json.dumps(spec))
+    (folder / "manifest.json").unlink()  # the folder is assembled here, not written by run()
+    export_onnx(folder)
+    torch_clf, onnx_clf = Classifier.load(folder), OnnxClassifier.load(folder)
+    for batch in (titles, titles[:1]):
+        np.testing.assert_allclose(
+            onnx_clf.predict_proba(batch), torch_clf.predict_proba(batch), rtol=0, atol=1e-5
+        )
+    # mlp and gru read words; mlp-ngrams (twice) and the linear model the same words and
+    # n-grams (its word bigrams are hashed in the graph): two encodings of each title.
+    inputs = [node.name for node in onnx_clf.session.get_inputs()]
+    assert [folder for folder, _ in torch_clf.reader.encodings()] == ["members/0", "members/1"]
+    assert [x for x in inputs if "ids" in x] == ["input_ids_0", "input_ids_1"], inputs
+    assert [f.encoding_key() for f, _, _ in onnx_clf.feeds] == [
+        f.encoding_key() for _, f in torch_clf.reader.encodings()
+    ]

@@ -244,9 +244,7 @@ def test_character_ngrams_read_words_never_seen_in_training(tmp_path, data_confi
     train = write_titles(tmp_path / "train.jsonl", TITLES[::2])
     held_out = write_titles(tmp_path / "held_out.jsonl")
     cfg = data_config(validation_size=0, test_size=0)
-    splits = load_splits(
-        cfg, train, validation=held_out, featurizer=word_featurizer(cfg, model)
-    )
+    splits = load_splits(cfg, train, validation=held_out, featurizer=word_featurizer(cfg, model))
     featurizer = splits.featurizer
     k = featurizer.pieces_per_token
     assert k == 41 and featurizer.vocab_size == len(featurizer.vocabulary) + 1000

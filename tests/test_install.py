@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ TRAINING_STACK = {"torch", "mlflow", "safetensors", "scikit-learn", "scipy", "ma
 TRAINING_STACK |= {"gensim", "optuna"}
 # Imported modules of the training stack (sklearn is scikit-learn, PIL matplotlib's).
 HEAVY_MODULES = ("torch", "mlflow", "sklearn", "scipy", "matplotlib", "pandas", "gensim")
-HEAVY_MODULES += ("optuna", "safetensors", "PIL")
+HEAVY_MODULES += ("optuna", "safetensors", "PIL", "transformers")
 
 
 def requirement_name(requirement: str) -> str:
@@ -42,7 +43,7 @@ def test_base_and_serving_extras_leave_out_torch_and_mlflow(project):
         k: {requirement_name(r) for r in v} for k, v in project["optional-dependencies"].items()
     }
     assert extras["serve"] == {"fastapi", "uvicorn", "httpx"}
-    assert extras["onnx"] == {"onnx", "onnxruntime"}
+    assert extras["onnx"] == {"onnx", "onnxruntime", "tokenizers"}
     assert TRAINING_STACK <= extras["train"]
     for name in ("serve", "onnx"):
         assert not extras[name] & TRAINING_STACK, name
@@ -151,6 +152,71 @@ def test_help_version_and_onnx_predict_without_the_training_stack(small_model, t
     )
     for result in refused[1:3]:  # predict and serve on torch point to the ONNX runtime
         assert "--runtime onnx" in result["err"]
+
+
+# Predicts with each folder's exported graph through the CLI and the HTTP app, with the
+# modules named in argv[1] made uninstallable; prints one JSON line per folder.
+SERVE_ONNX_SCRIPT = (
+    WITHOUT_SCRIPT.split("from prodcat.cli.main import main")[0]
+    + """
+import contextlib, io
+from fastapi.testclient import TestClient
+from prodcat.cli.main import main
+from prodcat.serving.app import create_app
+from prodcat.serving.runtimes import load_classifier
+
+for folder in json.loads(sys.argv[2]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(["predict", folder, "Lavarropas Drean", "--runtime", "onnx", "--format", "jsonl"])
+        except SystemExit as e:
+            assert not e.code, e.code
+    with TestClient(create_app(load_classifier(folder, "onnx"))) as client:
+        answer = client.post("/predict", json={"titles": ["Disco De Freno"], "top_k": 2})
+        assert answer.status_code == 200, answer.text
+    print(json.dumps([json.loads(out.getvalue()), answer.json()["predictions"][0]]))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in blocked)))
+"""
+)
+
+
+def test_every_exported_family_is_served_without_the_training_stack(tmp_path):
+    """Every family that exports (tests/data/legacy-folders), a transformer's tokenizer and
+    an ensemble's members included: `predict` and the HTTP app on its graph, with torch,
+    transformers, mlflow and the rest of the training stack uninstallable."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("fastapi")
+    from prodcat import Classifier
+    from prodcat.serving.onnx_export import export_onnx
+
+    legacy = Path(__file__).parent / "data" / "legacy-folders"
+    names = ["mlp", "mlp-ngrams", "cnn", "lstm", "gru", "linear", "linear-full-rank"]
+    names += ["ensemble", "transformer"]
+    folders = []
+    for name in names:
+        shutil.copytree(legacy / name, tmp_path / name)
+        export_onnx(tmp_path / name)
+        folders.append(str(tmp_path / name))
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_ONNX_SCRIPT, ",".join(HEAVY_MODULES), json.dumps(folders)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    *answers, imported = map(json.loads, done.stdout.splitlines())
+    assert imported == [] and len(answers) == len(names)
+    for folder, (predicted, served) in zip(folders, answers):
+        clf = Classifier.load(folder)
+        [[(category, probability)]] = clf.predict_top_k(["Lavarropas Drean"], 1)
+        assert predicted["categories"][0]["category"] == category, folder
+        assert predicted["categories"][0]["probability"] == pytest.approx(probability, abs=1e-5)
+        top = [(c["category"], c["probability"]) for c in served["categories"]]
+        expected = clf.predict_top_k(["Disco De Freno"], 2)[0]
+        assert [c for c, _ in top] == [c for c, _ in expected], folder
+        assert [p for _, p in top] == pytest.approx([p for _, p in expected], abs=1e-5)
 
 
 def test_serve_without_the_serve_extra_says_what_to_install(small_model):

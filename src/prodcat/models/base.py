@@ -135,6 +135,12 @@ class TitleReader:
     def split(self, path: str | Path, labels: LabelMap, name: str = "evaluation") -> Split:
         return file_split(path, self.data, self.featurizer, labels, name)
 
+    def encodings(self) -> list[tuple[str, Featurizer]]:
+        """The featurizers whose (ids, lengths) the model's exported graph takes, in order,
+        each with the folder (in the model folder) that keeps it."""
+        return [(".", self.featurizer)]
+
+
 # Odd multipliers of a multiplicative hash for word pairs (fastText hashes n-grams likewise).
 _HASH_A, _HASH_B = 116_049_371, 2_654_435_761
 
@@ -237,10 +243,17 @@ class TokenEmbedder(nn.Module):
         if k > 1:
             n, width = input_ids.shape[0], input_ids.shape[1] // k
             bags = input_ids.reshape(n * width, k)
-            flat, offsets, _ = packed_bags(bags, self.pad_id)
-            x = nn.functional.embedding_bag(
-                flat, self.tokens.weight, offsets, mode="mean", sparse=self.tokens.sparse
-            ).view(n, width, -1)
+            if torch.onnx.is_in_onnx_export():
+                # ONNX has no bag operator (torch writes embedding_bag as a loop): every
+                # slot's row, padding masked out, averaged.
+                used = (bags != self.pad_id).unsqueeze(-1).to(self.tokens.weight.dtype)
+                x = (self.tokens.weight[bags] * used).sum(1) / used.sum(1).clamp(min=1)
+                x = x.view(n, width, -1)
+            else:
+                flat, offsets, _ = packed_bags(bags, self.pad_id)
+                x = nn.functional.embedding_bag(
+                    flat, self.tokens.weight, offsets, mode="mean", sparse=self.tokens.sparse
+                ).view(n, width, -1)
             input_ids = bags[:, 0].view(n, width)  # the words, for their bigrams
         else:
             x = self.tokens(input_ids)
@@ -350,11 +363,10 @@ class TextClassifier(nn.Module):
         scaling), and return it with the rows' metrics under it."""
         return calibrate_split(self, validation, batch_size, device, autocast)
 
-    def onnx_module(self) -> nn.Module:
-        """The module `prodcat export` traces: called with (input_ids, lengths), it returns
-        the logits. A family that cannot be exported raises a `ConfigError` saying why."""
-        if isinstance(self.embedder, TokenEmbedder) and self.embedder.per_token > 1:
-            raise ConfigError("a model over character n-grams cannot be exported to ONNX yet")
+    def onnx_module(self, reader: TitleReader) -> nn.Module:
+        """The module `prodcat export` traces: called with the (input_ids, lengths) of each of
+        `reader.encodings()`, it returns the logits. A family that cannot be exported raises a
+        `ConfigError` saying why."""
         return IdsAndLengths(self)
 
     @classmethod

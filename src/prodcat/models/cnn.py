@@ -22,7 +22,6 @@ class CNNConfig(WordModelConfig):
 
 @register("cnn", config=CNNConfig, featurizer=word_featurizer)
 class CNNClassifier(TextClassifier):
-
     def build_encoder(self, input_dim: int) -> int:
         self.convs = nn.ModuleList(
             nn.Conv1d(input_dim, self.cfg.num_filters, width, padding=width - 1)

@@ -53,6 +53,8 @@ class SentenceEncoderClassifier(TextClassifier):
         """The (B, D) title vectors of a `Batch`, or those given."""
         return features.features if isinstance(features, Batch) else features
 
-    def onnx_module(self) -> nn.Module:
-        raise ConfigError("the encoder family cannot be exported to ONNX: its sentence encoder "
-                          "runs outside the network")
+    def onnx_module(self, reader) -> nn.Module:
+        raise ConfigError(
+            "the encoder family cannot be exported to ONNX: its sentence encoder "
+            "runs outside the network"
+        )

@@ -38,6 +38,7 @@ from prodcat.config import (
 )
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import Split
+from prodcat.data.featurizers import Featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ConfigError, ProdcatError
 from prodcat.evaluation.calibration import Calibration
@@ -206,8 +207,9 @@ class MemberReader:
     featurizer, the same titles in step; members whose featurizers encode alike (the same
     settings and vocabulary) share one encoding of a title."""
 
-    def __init__(self, members: Sequence[TitleReader]):
+    def __init__(self, members: Sequence[TitleReader], folders: Sequence[str] = ()):
         self.members = list(members)
+        self.folders = list(folders) or [f"{MEMBERS_FOLDER}/{i}" for i in range(len(members))]
         keys = [member.featurizer.encoding_key() for member in self.members]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         self.encoder_of = [first[key] for key in keys]  # member -> the member that encodes
@@ -220,6 +222,11 @@ class MemberReader:
 
     def split(self, path: str | Path, labels: LabelMap, name: str = "evaluation") -> EnsembleSplit:
         return EnsembleSplit([member.split(path, labels, name) for member in self.members])
+
+    def encodings(self) -> list[tuple[str, Featurizer]]:
+        """One featurizer per distinct encoding (a member that encodes for others), with its
+        member's folder: the exported graph's inputs."""
+        return [(self.folders[i], self.members[i].featurizer) for i in sorted(set(self.encoder_of))]
 
 
 @register("ensemble", config=EnsembleConfig, featurizer=None)
@@ -280,11 +287,8 @@ class EnsembleModel(nn.Module):
     def build(cls, cfg: Config, n_classes: int, featurizer, initialise: bool = True):
         raise ConfigError("an ensemble is made of its members' runs: train it with run()")
 
-    def onnx_module(self) -> nn.Module:
-        raise ConfigError(
-            "the ensemble family cannot be exported to ONNX yet: its members are separate "
-            "networks (predict and serve it with the torch runtime)"
-        )
+    def onnx_module(self, reader: MemberReader) -> nn.Module:
+        return EnsembleGraph(self, reader)
 
     def save_weights(self, folder: Path) -> None:
         """`ensemble.json`: the members' sub-folders (saved there by their own runs, or
@@ -308,7 +312,30 @@ class EnsembleModel(nn.Module):
             spec.members,
         )
         model.fitted_on = spec.fitted_on
-        return model, MemberReader([m.reader for m in members])
+        return model, MemberReader([m.reader for m in members], spec.members)
+
+
+class EnsembleGraph(nn.Module):
+    """The ensemble as one exported graph: called with the (ids, lengths) of each of the
+    reader's encodings, each member reads the one its featurizer makes (`MemberReader`)."""
+
+    def __init__(self, model: EnsembleModel, reader: MemberReader):
+        super().__init__()
+        self.members = nn.ModuleList(
+            member.onnx_module(part) for member, part in zip(model.members, reader.members)
+        )
+        encoders = sorted(set(reader.encoder_of))
+        self.slots = [encoders.index(i) for i in reader.encoder_of]
+        self.temperatures, self.log_weights = model.temperatures, model.log_weights
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack(
+            [
+                torch.log_softmax(member(inputs[2 * slot], inputs[2 * slot + 1]) / t, dim=1)
+                for member, slot, t in zip(self.members, self.slots, self.temperatures)
+            ]
+        )
+        return torch.logsumexp(log_probs + self.log_weights.view(-1, 1, 1), dim=0)
 
 
 def fit_weights(true_log_probs: np.ndarray, iterations: int = 500) -> np.ndarray:

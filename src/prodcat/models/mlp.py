@@ -27,7 +27,6 @@ class MLPConfig(WordModelConfig):
 
 @register("mlp", config=MLPConfig, featurizer=word_featurizer)
 class MLPClassifier(TextClassifier):
-
     def build_encoder(self, input_dim: int) -> int:
         return input_dim * (2 if self.cfg.pooling == "mean+max" else 1)
 

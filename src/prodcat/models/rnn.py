@@ -66,7 +66,7 @@ class RNNClassifier(TextClassifier):
             return (out * mask).sum(1) / counts.unsqueeze(1)
         return out.masked_fill(~mask, -1e4).amax(1)
 
-    def onnx_module(self) -> nn.Module:
+    def onnx_module(self, reader) -> nn.Module:
         return PaddedRNN(self)
 
 

@@ -20,8 +20,7 @@ from prodcat.config import DataConfig
 from prodcat.data.cache import default_cache_root
 from prodcat.data.featurizers import SubwordFeaturizer
 from prodcat.encoders.sentence import e5_folder, minilm_folder
-from prodcat.errors import ConfigError
-from prodcat.models.base import ClassifierConfig, TextClassifier, padding_mask
+from prodcat.models.base import ClassifierConfig, IdsAndLengths, TextClassifier, padding_mask
 from prodcat.registry import register
 
 
@@ -106,8 +105,8 @@ class TransformerClassifier(TextClassifier):
         mask = padding_mask(lengths, states.shape[1]).unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
-    def onnx_module(self) -> nn.Module:
-        raise ConfigError(
-            "the transformer family cannot be exported to ONNX yet: its subword tokenizer has "
-            "no torch-free path here"
-        )
+    def onnx_module(self, reader) -> nn.Module:
+        # The exporter traces attention written out (eager), not a fused kernel it may not
+        # know; the weights and what they compute are the same.
+        self.embedder.model.set_attn_implementation("eager")
+        return IdsAndLengths(self)

@@ -9,18 +9,26 @@ by the folder's featurizer, into numpy arrays; the config is read without its fa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from prodcat.config import Config, load_config
-from prodcat.data.featurizers import SPEC_FILE, load_featurizer
+from prodcat.data.featurizers import SPEC_FILE, TokenFeaturizer, load_featurizer
 from prodcat.data.vocab import LabelMap
 from prodcat.errors import ConfigError, ProdcatError
 from prodcat.evaluation.calibration import Calibration
 from prodcat.serving.topk import NamedTopK, softmax, softmax_top_k
 
 ONNX_FILE = "model.onnx"  # where `prodcat export` writes by default
+# The graph's metadata entry that says which featurizer feeds which inputs: a JSON list of
+# {"folder", "input_ids", "lengths"}, the folder relative to the model folder (an ensemble's
+# members' folders); graphs exported before it take `input_ids`, `lengths` of the folder's.
+FEEDS_KEY = "prodcat.inputs"
+
+
+DEFAULT_FEED = {"folder": ".", "input_ids": "input_ids", "lengths": "lengths"}
 
 
 class OnnxClassifier(NamedTopK):
@@ -37,7 +45,7 @@ class OnnxClassifier(NamedTopK):
         self,
         cfg: Config,
         session,
-        featurizer,
+        feeds: list[tuple[TokenFeaturizer, str, str | None]],
         labels: LabelMap,
         folder: Path | None,
         calibration: Calibration | None = None,
@@ -47,7 +55,7 @@ class OnnxClassifier(NamedTopK):
         # `Classifier` calibrates them.
         self.temperature = (calibration or Calibration()).temperature
         self.session = session
-        self.featurizer = featurizer
+        self.feeds = feeds  # (featurizer, ids input, lengths input) of each encoding
         self.labels = labels
         self.folder = folder
 
@@ -72,10 +80,7 @@ class OnnxClassifier(NamedTopK):
             raise ConfigError(
                 f"{path}: no such ONNX file; write it with `prodcat export {folder} --format onnx`"
             )
-        if not (folder / SPEC_FILE).is_file():
-            raise ProdcatError(f"{folder}: not a model folder (no {SPEC_FILE})")
         cfg = load_config(folder / "config.yaml", check_family=False)
-        featurizer = load_featurizer(folder, cfg.data)
         labels = LabelMap.load(folder / "labels.txt")
         options = ort.SessionOptions()
         if threads is not None:
@@ -84,13 +89,28 @@ class OnnxClassifier(NamedTopK):
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own unexported error types
             raise ProdcatError(f"{path}: not a readable ONNX model ({e})") from None
+        meta = session.get_modelmeta().custom_metadata_map
+        feeds = []
+        for feed in json.loads(meta.get(FEEDS_KEY, json.dumps([DEFAULT_FEED]))):
+            where = folder / feed["folder"]
+            if not (where / SPEC_FILE).is_file():
+                raise ProdcatError(f"{where}: not a model folder (no {SPEC_FILE})")
+            data = (
+                cfg.data
+                if where == folder
+                else load_config(where / "config.yaml", check_family=False).data
+            )
+            feeds.append((load_featurizer(where, data), feed["input_ids"], feed["lengths"]))
+        # A graph that never reads an input (the linear family's lengths) was exported without.
+        inputs = {node.name for node in session.get_inputs()}
+        feeds = [(f, ids, n if n in inputs else None) for f, ids, n in feeds]
         outputs = session.get_outputs()[0].shape
         if isinstance(outputs[-1], int) and outputs[-1] != len(labels):
             raise ConfigError(
                 f"{path}: gives {outputs[-1]} classes, but {folder} has {len(labels)} "
                 "categories: export this folder's model"
             )
-        return cls(cfg, session, featurizer, labels, folder, Calibration.load(folder))
+        return cls(cfg, session, feeds, labels, folder, Calibration.load(folder))
 
     @property
     def categories(self) -> list[str]:
@@ -103,8 +123,11 @@ class OnnxClassifier(NamedTopK):
             raise ProdcatError(f"batch size must be at least 1, got {batch_size}")
         chunks = []
         for start in range(0, len(titles), batch_size):
-            ids, lengths = self.featurizer.encode(titles[start : start + batch_size])
-            feed = {"input_ids": ids.astype(np.int64), "lengths": lengths.astype(np.int64)}
+            chunk, feed = titles[start : start + batch_size], {}
+            for featurizer, ids_name, lengths_name in self.feeds:
+                feed[ids_name], lengths = featurizer.encode(chunk)
+                if lengths_name is not None:
+                    feed[lengths_name] = lengths
             chunks.append(self.session.run(None, feed)[0])
         if not chunks:
             return np.zeros((0, len(self.labels)), dtype=np.float32)

@@ -366,8 +366,6 @@ def _learning_rate(run: RunInfo) -> float | None:
     return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
 
 
-
-
 # -- a model folder as an MLflow Model --------------------------------------------------------
 
 # What `Classifier.load` reads of a folder without a manifest; plots, predictions and reports

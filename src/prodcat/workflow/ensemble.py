@@ -106,8 +106,12 @@ def train_ensemble(
                 results.append(
                     finished(folder, resume)
                     or train_model(
-                        member_cfg, folder, resume=resume, callbacks=callbacks,
-                        parent_run_id=parent, splits=splits[-1],
+                        member_cfg,
+                        folder,
+                        resume=resume,
+                        callbacks=callbacks,
+                        parent_run_id=parent,
+                        splits=splits[-1],
                     )  # fmt: skip
                 )
         result = _finish(cfg, output, results, splits, parent, time.perf_counter() - started)
