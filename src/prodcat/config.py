@@ -214,6 +214,28 @@ class TrainingConfig(StrictModel):
         "trains on lam x one + (1 - lam) x the other (their vectors before the head, and their "
         "losses), lam drawn from Beta(mixup, mixup) (0: off; 0.2-0.4 is usual)",
     )
+    teacher: Path | None = Field(
+        None,
+        description="distil a teacher: a model folder, or a config YAML trained first (into "
+        "OUTPUT-teacher) on this run's data and split; its probabilities on the training rows "
+        "are computed once (cached) and the loss adds the divergence from them",
+    )
+    distill_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="with a teacher, the share of the loss that is the KL divergence from its "
+        "probabilities (the rest: the labels')",
+    )
+    distill_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="with a teacher, both softmaxes at this temperature (the divergence scaled "
+        "by its square)",
+    )
+    teacher_top_k: int = Field(
+        16, ge=1, description="the teacher's most likely categories kept per title"
+    )
     ema_decay: float = Field(
         0.0,
         ge=0,
@@ -277,6 +299,12 @@ class TrainingConfig(StrictModel):
     def _smoothing_needs_cross_entropy(self) -> TrainingConfig:
         if self.label_smoothing and self.loss != "cross_entropy":
             raise ValueError("label_smoothing smooths cross-entropy: set loss: cross_entropy")
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_without_mixup(self) -> TrainingConfig:
+        if self.teacher is not None and self.mixup:
+            raise ValueError("a teacher's probabilities are per title: set mixup: 0 to distil")
         return self
 
     @model_validator(mode="after")

@@ -23,6 +23,10 @@ class Batch:
     labels: torch.Tensor | None = None  # (B,) int64
     weights: torch.Tensor | None = None  # (B,) float32 per-row loss weights
     features: torch.Tensor | None = None  # (B, D) float32 title vectors (sentence encoders)
+    # A teacher's most likely classes of each row (B, k) int64 and their probabilities (B, k)
+    # float32, summing to 1 (distillation: `training.teacher`).
+    teacher_ids: torch.Tensor | None = None
+    teacher_probs: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {
@@ -96,6 +100,7 @@ def iterate_batches(
     labels: np.ndarray | None = None,
     weights: np.ndarray | None = None,
     features: np.ndarray | None = None,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
     batch_size: int,
     order: np.ndarray | None = None,
     start: int = 0,
@@ -105,7 +110,8 @@ def iterate_batches(
     `remap` turns cache token ids into model ids (a row of ids per token when 2-D, laid side
     by side: `Featurizer.pieces_per_token`); `labels` and `weights` are aligned with
     `rows`. Each batch is cut to its longest title. With `features` (one vector per cache
-    row), batches carry those vectors and no token ids.
+    row), batches carry those vectors and no token ids. `teacher`: (ids, probabilities) of a
+    teacher's top classes, aligned with `rows`.
     """
     import torch  # here, not at the top: `prodcat data` commands never pay for importing torch
 
@@ -115,13 +121,19 @@ def iterate_batches(
         # Sorted positions read the memory map in file order; the batch's order is irrelevant.
         pick = np.sort(order[begin : begin + batch_size])
         where = rows[pick]
+        rowwise = {
+            "labels": None if labels is None else torch.from_numpy(labels[pick]),
+            "weights": None if weights is None else torch.from_numpy(weights[pick]),
+        }
+        if teacher is not None:
+            rowwise["teacher_ids"] = torch.from_numpy(teacher[0][pick].astype(np.int64))
+            rowwise["teacher_probs"] = torch.from_numpy(teacher[1][pick].astype(np.float32))
         if features is not None:
             yield Batch(
                 input_ids=torch.zeros((len(pick), 0), dtype=torch.int64),
                 lengths=torch.zeros(len(pick), dtype=torch.int64),
-                labels=None if labels is None else torch.from_numpy(labels[pick]),
-                weights=None if weights is None else torch.from_numpy(weights[pick]),
                 features=torch.from_numpy(np.asarray(features[where], dtype=np.float32)),
+                **rowwise,
             )
             continue
         lens = lengths[where].astype(np.int64)
@@ -130,6 +142,5 @@ def iterate_batches(
         yield Batch(
             input_ids=torch.from_numpy(ids.astype(np.int64, copy=False)),
             lengths=torch.from_numpy(lens),
-            labels=None if labels is None else torch.from_numpy(labels[pick]),
-            weights=None if weights is None else torch.from_numpy(weights[pick]),
+            **rowwise,
         )

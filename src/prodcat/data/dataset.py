@@ -31,6 +31,9 @@ class Split:
     # per cached row (a vector featurizer's).
     remap: np.ndarray | None
     features: np.ndarray | None = None
+    # A teacher's top classes of each row and their probabilities, (len(rows), k) each
+    # (distillation: prodcat.workflow.distill).
+    teacher: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,13 +43,19 @@ class Split:
         file order, or the split itself when it has no more."""
         if rows is None or rows >= len(self):
             return self
-        pick = np.sort(np.random.default_rng([seed, 2]).choice(len(self), rows, replace=False))
-        # `rows`, `labels` and `weights` are per row of the split; the rest per row of the cache.
+        return self.subset(np.random.default_rng([seed, 2]).choice(len(self), rows, replace=False))
+
+    def subset(self, positions: np.ndarray) -> Split:
+        """The split's rows at `positions` (of its own rows), in file order."""
+        pick = np.sort(positions)
+        # `rows`, `labels`, `weights` and `teacher` are per row of the split; the rest per row
+        # of the cache.
         return replace(
             self,
             rows=self.rows[pick],
             labels=None if self.labels is None else self.labels[pick],
             weights=self.weights[pick],
+            teacher=None if self.teacher is None else tuple(a[pick] for a in self.teacher),
         )
 
     def num_batches(self, batch_size: int, world: int = 1) -> int:
@@ -91,6 +100,7 @@ class Split:
             labels=self.labels,
             weights=self.weights,
             features=self.features,
+            teacher=self.teacher,
             batch_size=batch_size,
             order=order,
             start=start,

@@ -26,12 +26,15 @@ def weighted_loss(
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
     kind: str = "cross_entropy",
+    distill: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the row-weighted loss over the batch, and the sum of the row weights.
 
     `kind`: "cross_entropy", or "squared_hinge", one-vs-rest as scikit-learn's LinearSVC
     trains: sum over categories of max(0, 1 - t s)^2, t = +1 for the title's category and -1
-    for every other, s the category's score.
+    for every other, s the category's score. `distill` = (weight w, temperature T): for a batch
+    with a teacher's probabilities p (its top classes), each row's loss is (1 - w) x that
+    plus w x T^2 x KL(p || softmax(logits / T)) (Hinton et al.'s distillation).
     """
     if kind == "squared_hinge":
         scores = logits.float()
@@ -48,6 +51,14 @@ def weighted_loss(
             reduction="none",
             label_smoothing=label_smoothing,
         )
+    weight, temperature = distill
+    if weight and batch.teacher_probs is not None:
+        log_q = torch.log_softmax(logits.float() / temperature, dim=1).gather(1, batch.teacher_ids)
+        p = batch.teacher_probs
+        divergence = (p * (torch.log(p.clamp(min=1e-12)) - log_q)).sum(1) * temperature**2
+        if class_weights is not None:
+            divergence = divergence * class_weights[batch.labels]
+        losses = (1 - weight) * losses + weight * divergence
     if batch.weights is None:
         return losses.sum(), torch.tensor(float(len(losses)), device=losses.device)
     return (losses * batch.weights).sum(), batch.weights.sum()

@@ -196,6 +196,10 @@ class EnsembleSplit:
             else EnsembleSplit([part.sample(rows, seed) for part in self.parts])
         )
 
+    def subset(self, positions: np.ndarray) -> EnsembleSplit:
+        """The same rows of every member's (`Split.subset`)."""
+        return EnsembleSplit([part.subset(positions) for part in self.parts])
+
     def batches(self, batch_size: int, **options) -> Iterator[EnsembleBatch]:
         """The members' batches of the same rows, in step (no shuffling)."""
         for parts in zip(*(part.batches(batch_size) for part in self.parts)):

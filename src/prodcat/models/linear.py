@@ -128,31 +128,34 @@ class BagEmbedder(nn.Module):
                 input_ids.view(n, -1, k)[:, :, 0], self.pad_id, self.buckets
             )
             ids = torch.cat([ids, torch.where(valid, self.n_ids + bucket, self.pad_id)], dim=1)
+        width = ids.shape[1]
         used = ids != self.pad_id
-        flat = ids[used]
-        owner = torch.arange(n, device=ids.device).unsqueeze(1).expand_as(ids)[used]
-        weights = self.idf[flat]
+        positions = used.view(-1).nonzero().squeeze(1)
+        flat = ids.view(-1)[positions]
+        owner = torch.div(positions, width, rounding_mode="trunc")  # ids are >= 0: one Div
         # The bag's Euclidean norm over distinct features (a feature twice in a title weighs
-        # 2 idf), as TfidfVectorizer's: sum the weights of each (title, feature) first. With
+        # 2 idf), as TfidfVectorizer's: each (title, feature) pair once, with its count. With
         # separate_norms, the words' part (with bigrams) and the n-grams' part each have theirs.
         rows = len(self.idf)
-        pairs, where = torch.unique(owner * rows + flat, return_inverse=True)
-        per_pair = torch.zeros(pairs.shape[0], device=ids.device).scatter_add(0, where, weights)
-        part = owner * 2
-        pair_part = (pairs // rows) * 2
+        pairs, where, counts = torch.unique(
+            owner * rows + flat, return_inverse=True, return_counts=True
+        )
+        feature = pairs % rows
+        pair_part = torch.div(pairs, rows, rounding_mode="trunc") * 2
         if self.separate_norms:
-            part = part + _is_ngram(flat, self.char_start, self.n_ids)
-            pair_part = pair_part + _is_ngram(pairs % rows, self.char_start, self.n_ids)
-        norm = torch.zeros(2 * n, device=ids.device).scatter_add(0, pair_part, per_pair * per_pair)
-        weights = weights / norm.sqrt().clamp(min=1e-6)[part]
+            pair_part = pair_part + _is_ngram(feature, self.char_start, self.n_ids)
+        pair_weight = counts.to(self.idf.dtype) * self.idf[feature]
+        norm = torch.zeros(2 * n, dtype=self.idf.dtype, device=ids.device)
+        norm = norm.scatter_add(0, pair_part, pair_weight * pair_weight)
+        weights = self.idf[flat] / norm.sqrt().clamp(min=1e-6)[pair_part[where]]
         if torch.onnx.is_in_onnx_export():
             # ONNX has no bag operator (torch writes embedding_bag as a loop over titles):
             # the weighted rows, summed per title.
             scaled = self.table.weight[flat] * weights.unsqueeze(1)
             zeros = torch.zeros(n, self.dim, dtype=scaled.dtype, device=ids.device)
             return self.dropout(RowSum.apply(zeros, owner, scaled))
-        counts = used.sum(1)
-        offsets = torch.cumsum(counts, 0) - counts
+        per_title = used.sum(1)
+        offsets = torch.cumsum(per_title, 0) - per_title
         table, rows = self.table.weight, flat
         if torch.is_grad_enabled() and table.requires_grad:
             # Look each distinct feature up once and bag those rows: the sparse gradient then

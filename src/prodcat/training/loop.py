@@ -424,8 +424,9 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.stepper(batch) if mix is None else self.stepper(batch, mix=mix)
             loss, weight = weighted_loss(
-                logits, batch, self.class_weights, t.label_smoothing, t.loss
-            )
+                logits, batch, self.class_weights, t.label_smoothing, t.loss,
+                (t.distill_weight, t.distill_temperature),
+            )  # fmt: skip
             if mix is not None:  # the partners' labels, with the same row weights
                 partner, lam = mix
                 paired = replace(batch, labels=batch.labels[partner])

@@ -3,7 +3,8 @@
 The one library call behind `prodcat train`, the benchmarks, sweeps and tuning, and the
 layer that wires data, tracking and training together (`training/` is a plain library below
 it): one network is trained by `train.train_model`; a model of models (an ensemble) trains
-its members that way, above it (`ensemble.py`). The CLI only parses options and prints the
+its members that way, above it (`ensemble.py`); a model that distils a teacher gets the
+teacher's probabilities first (`distill.py`). The CLI only parses options and prints the
 result.
 """
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 from prodcat.config import Config
 from prodcat.data.dataset import Splits
+from prodcat.errors import ConfigError
 from prodcat.models.ensemble import EnsembleConfig
 from prodcat.training.callbacks import Callback
 from prodcat.training.ranks import Rank
 from prodcat.training.result import RunResult
+from prodcat.workflow.distill import prepare_teacher, with_teacher
 from prodcat.workflow.ensemble import train_ensemble
 from prodcat.workflow.train import (
     check_output,
@@ -51,9 +54,18 @@ def run(
         check_output(cfg, output, resume)
     with terminate_as_interrupt():
         if isinstance(cfg.model, EnsembleConfig):  # a model of models: its members are runs
+            if cfg.training.teacher is not None:
+                raise ConfigError(
+                    "an ensemble distils no teacher: give training.teacher to a model"
+                )
             return train_ensemble(
                 cfg, output, resume=resume, callbacks=callbacks, parent_run_id=parent_run_id
             )
+        if cfg.training.teacher is not None:  # first the teacher (trained if named by config)
+            teacher = prepare_teacher(
+                cfg, output, lambda c, o: run(c, o, resume=resume, parent_run_id=parent_run_id)
+            )
+            splits = with_teacher(cfg, splits or prepare_data(cfg, rank), teacher)
         return train_model(
             cfg, output, resume=resume, callbacks=callbacks, parent_run_id=parent_run_id,
             splits=splits, rank=rank,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +225,9 @@ class NgramFeaturizer(VocabularyFeaturizer):
         unk, pad, k = self.unk_id, self.pad_id, self.pieces_per_token
         offset, buckets = len(self._fitted()), self.buckets
 
+        # Cached per token as well as per piece (TitleEncoder's): a word recurs in pieces that
+        # differ (a comma, a slash), and hashing its n-grams is most of a new title's cost.
+        @lru_cache(maxsize=1 << 16)
         def ids(token: str) -> tuple[int, ...]:
             word = index.get(token, unk)
             grams = [
