@@ -163,10 +163,14 @@ class TitleEncoder:
     def encode(self, titles: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
         """(N, T * pieces_per_token) int64 ids padded with `pad_id` and the (N,) lengths:
         `TokenFeaturizer.encode`'s."""
+        k = self.pieces_per_token
+        if len(titles) == 1:  # what serving asks most: one array made of one title's ids
+            ids = self.title_ids(titles[0])
+            matrix = np.array(ids or [(self.pad_id,) * k], dtype=np.int64).reshape(1, -1)
+            return matrix, np.array([len(ids)], dtype=np.int64)
         rows = [self.title_ids(title) for title in titles]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         width = max(int(lengths.max(initial=0)), 1)
-        k = self.pieces_per_token
         matrix = np.full((len(rows), width, k), self.pad_id, dtype=np.int64)
         for row, ids in zip(matrix, rows):
             if ids:

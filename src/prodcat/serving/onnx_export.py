@@ -2,11 +2,14 @@
 
 The graph takes what every family takes, `input_ids` (N, T) int64 padded with the
 featurizer's pad id and `lengths` (N,) int64, and returns `logits` (N, C); N and T are
-dynamic. Tokenising stays outside the graph (the featurizer's), so ONNX Runtime serves a
-model with no torch (`serving/onnx_runtime.py`). Each family says what is traced
+dynamic. An ensemble's graph takes such a pair for each distinct featurizer of its members
+(`input_ids_I`, `lengths_I`); the graph's metadata (`prodcat.inputs`) says which folder's
+featurizer feeds which. Tokenising stays outside the graph, so ONNX Runtime serves a model
+with no torch (`serving/onnx_runtime.py`). Each family says what is traced
 (`TextClassifier.onnx_module`: the model itself, or an equivalent form such as the RNNs'
 padded one) or why it cannot be. Exported by the TorchScript exporter (`dynamo=False`): it
-needs only the `onnx` package.
+needs only the `onnx` package. `quantize` rewrites the graph's large weights in 8 bits (ONNX
+Runtime's quantisation tools) or stores them as float16.
 """
 
 from __future__ import annotations

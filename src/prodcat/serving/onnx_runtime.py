@@ -3,8 +3,9 @@
 It offers what `Classifier` offers to `predict` and `serve` (`top_k`, `predict`,
 `predict_proba`, `predict_top_k`, `labels`, `cfg`, `folder`), from the model folder's config,
 featurizer and labels and its `model.onnx`. Titles are encoded as `Classifier` encodes them,
-by the folder's featurizer, into numpy arrays; the config is read without its family's schema
-(the graph is the network), so nothing here imports torch (tests/test_export.py checks it).
+by the folder's featurizer (an ensemble's: each distinct member featurizer once), into numpy
+arrays; the config is read without its family's schema (the graph is the network), so nothing
+here imports torch (tests/test_install.py checks it for every family).
 """
 
 from __future__ import annotations
