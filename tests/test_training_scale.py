@@ -142,6 +142,7 @@ def test_the_average_is_what_is_validated_and_saved(titles, tmp_path):
             "training.monitor": "loss",
             "training.lr": 0.005,
             "training.schedule": "constant",
+            "training.keep_checkpoint": True,  # to read the average it held
         },
     )
     result = train(cfg, splits, tmp_path / "run")
