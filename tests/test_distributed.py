@@ -117,8 +117,14 @@ def test_two_processes_train_as_one_and_only_rank_0_tracks_saves_and_prints(one_
 def test_two_processes_resume_from_rank_0s_checkpoint(one_process, tmp_path):
     data, one = one_process
     torchrun(
-        data, tmp_path / "model", tmp_path, "--no-track",
-        "--set", "training.epochs=2", "--set", "training.keep_checkpoint=true",
+        data,
+        tmp_path / "model",
+        tmp_path,
+        "--no-track",
+        "--set",
+        "training.epochs=2",
+        "--set",
+        "training.keep_checkpoint=true",
     )
     assert (tmp_path / "model" / "checkpoint.safetensors").is_file()
     # Both ranks read the checkpoint rank 0 wrote and train the third epoch.
