@@ -14,7 +14,12 @@ import torch.nn.functional as F
 from prodcat.data.batches import Batch
 from prodcat.data.dataset import Split
 from prodcat.data.vocab import LabelMap
-from prodcat.evaluation.calibration import Calibration, calibrate_logits, calibration_metrics
+from prodcat.evaluation.calibration import (
+    CHUNK_ROWS,
+    Calibration,
+    calibrate_logits,
+    calibration_metrics,
+)
 from prodcat.evaluation.metrics import classification_metrics
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -148,16 +153,20 @@ def split_logits(
     device: torch.device,
     autocast: bool = False,
 ) -> torch.Tensor:
-    """(N, C) float32 logits of every row of `split`, in its order, on the CPU."""
+    """(N, C) float32 logits of every row of `split`, in its order, on the CPU (filled in
+    place: gathered and concatenated, they were held twice)."""
     was_training = model.training
     model.eval()
-    chunks = []
+    out, done = torch.zeros(0, getattr(model, "n_classes", 0)), 0
     for batch in split.batches(batch_size):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            chunks.append(model(batch.to(device)).float().cpu())
+            logits = model(batch.to(device)).float().cpu()
+        if done == 0:
+            out = torch.empty(len(split), logits.shape[1])
+        out[done : done + len(logits)] = logits
+        done += len(logits)
     model.train(was_training)
-    n_classes = getattr(model, "n_classes", 0)
-    return torch.cat(chunks) if chunks else torch.zeros(0, n_classes)
+    return out[:done]
 
 
 def logits_predictions(
@@ -165,18 +174,27 @@ def logits_predictions(
     labels: np.ndarray,
     weights: np.ndarray | None = None,
     top_k: int = 1,
+    temperature: float = 1.0,
 ) -> Predictions:
-    """The `Predictions` of (N, C) logits already in memory, with their mean loss on
-    `labels` (weighted by `weights` as `predict_split` weights it)."""
-    logits = logits.float()
+    """The `Predictions` of (N, C) logits already in memory, divided by `temperature`, with
+    their mean loss on `labels` (weighted by `weights` as `predict_split` weights it);
+    computed `CHUNK_ROWS` rows at a time, as `predict_split` goes batch by batch."""
+    n, k = len(logits), min(top_k, logits.shape[1]) if logits.ndim == 2 else top_k
     target = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     row_weights = None if weights is None else torch.from_numpy(np.asarray(weights))
-    # weighted_loss reads a batch's labels and weights only.
-    rows = Batch(None, None, target, row_weights)  # type: ignore[arg-type]
-    loss_sum, weight_sum = weighted_loss(logits, rows)
-    loss = float(loss_sum / weight_sum.clamp(min=1e-12))
-    probs, ids = torch.softmax(logits, dim=1).topk(min(top_k, logits.shape[1]), dim=1)
-    return Predictions(ids.numpy(), probs.numpy(), loss)
+    ids, probs = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.float32)
+    loss_sum, weight_sum = 0.0, 0.0
+    for i in range(0, n, CHUNK_ROWS):
+        rows = slice(i, i + CHUNK_ROWS)
+        scaled = logits[rows].float() / temperature
+        chunk_weights = None if row_weights is None else row_weights[rows]
+        # weighted_loss reads a batch's labels and weights only.
+        chunk = Batch(None, None, target[rows], chunk_weights)  # type: ignore[arg-type]
+        loss, weight = weighted_loss(scaled, chunk)
+        loss_sum, weight_sum = loss_sum + float(loss), weight_sum + float(weight)
+        p, top = torch.softmax(scaled, dim=1).topk(k, dim=1)
+        ids[rows], probs[rows] = top.numpy(), p.numpy()
+    return Predictions(ids, probs, loss_sum / max(weight_sum, 1e-12))
 
 
 def save_predictions(
@@ -229,5 +247,5 @@ def calibrate_split(
             model, split, batch_size, device, autocast, temperature=calibration.temperature
         )
         return calibration, metrics
-    scaled = logits_predictions(logits / calibration.temperature, split.labels, split.weights)
+    scaled = logits_predictions(logits, split.labels, split.weights, 1, calibration.temperature)
     return calibration, split_metrics(split.labels, scaled)

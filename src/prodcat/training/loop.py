@@ -523,6 +523,9 @@ class Trainer:
         """Score the best weights, and on rank 0 write the model folder around them."""
         state, history, model = self.state, self.state.history, self.model
         model.load_state_dict(self.best_weights)
+        # What only training needs goes before the scoring: the optimizer's moments, the
+        # weight averages and the best weights' copy are 3-4 times the word table.
+        self.optimizer = self.schedule = self.ema = self.swa = self.best_weights = None
         sampled = len(self.during) < len(self.splits.validation)
         scored = score(
             self.cfg, model, self.splits.validation, self.splits.test, self.device,
