@@ -79,6 +79,7 @@ SETTINGS = {
     "words, 4 tokens": {"max_tokens": 4},
     "course tokenizer without token_to_index": {"tokenizer": TokenizerConfig.course()},
     "course ids": {"token_to_index": "INDEX"},
+    "12 words, the rest in 50 unknown buckets": {"max_vocab": 12, "unknown_buckets": 50},
 }
 
 
@@ -98,8 +99,15 @@ def test_cache_and_predict_paths_give_identical_inputs(name, tmp_path, data_conf
         cached = cache_rows(split)
         predicted = predict_rows(splits.featurizer, [t for t, _ in titles])
         assert cached == predicted
-    # The held-out rows do reach [UNK] (so the check above covered unknown words) ...
-    assert any(1 in row for row in cache_rows(splits.validation)[0])
+    # The held-out rows do reach [UNK], or the unknown words' rows (so the check above
+    # covered unknown words) ...
+    known = len(splits.featurizer.vocabulary)
+    if settings.get("unknown_buckets"):
+        unknown = {i for row in cache_rows(splits.validation)[0] for i in row if i >= known}
+        assert len(unknown) > 10 and max(unknown) < splits.featurizer.vocab_size == known + 50
+        assert not any(1 in row for row in cache_rows(splits.validation)[0])
+    else:
+        assert any(1 in row for row in cache_rows(splits.validation)[0])
     # ... and a saved-and-reloaded featurizer encodes alike.
     splits.featurizer.save(tmp_path)
     again = VocabularyFeaturizer.load(tmp_path, cfg)
@@ -281,10 +289,13 @@ def test_a_few_titles_take_the_pure_python_path_with_the_batch_paths_ids(shared_
     data = DataConfig(cache_dir=tmp_path / "cache", max_tokens=12)
     words = VocabularyFeaturizer.from_config(data)
     ngrams = NgramFeaturizer.from_config(data, buckets=5000, min_n=2, max_n=4, per_word=20)
+    bounded = VocabularyFeaturizer.from_config(
+        data.model_copy(update={"max_vocab": 2000, "unknown_buckets": 500})
+    )
     chunk = words.pieces(titles[2000:])  # fitted on other titles: unseen words are tried too
     counts = np.bincount(chunk.codes, minlength=len(chunk.vocabulary))
     odd = ["", "  ", "x " * 40, "Ñandú 220v ÁÉÍ", "[PAD] [UNK]", "marca® 1700w"]
-    for featurizer in (words, ngrams):
+    for featurizer in (words, ngrams, bounded):
         featurizer.fit(chunk.vocabulary, counts)
         sample = titles[:2000] + odd
         arrow = TokenFeaturizer.encode(featurizer, sample)
@@ -305,3 +316,21 @@ def test_ensemble_members_that_read_alike_encode_a_title_once():
     own = EnsembleBatch([member(titles) for member in clf.reader.members])
     with torch.inference_mode():
         np.testing.assert_array_equal(clf.model(clf.batch(titles)), clf.model(own))
+
+
+def test_a_bounded_vocabulary_hashes_the_words_it_drops_into_rows_of_their_own(data_config):
+    from prodcat.data.featurizers import NgramFeaturizer
+    from prodcat.errors import ConfigError
+
+    cfg = data_config(max_vocab=6, unknown_buckets=100)
+    featurizer = VocabularyFeaturizer.from_config(cfg)
+    names = ["[PAD]", "[UNK]", "de", "para", "kit", "cuero", "bolso", "freno", "disco"]
+    featurizer.fit(names, np.array([0, 0, 90, 80, 70, 60, 5, 4, 3]))
+    ids = featurizer.ids([*names, "nunca"])
+    # 4 kept words, the others (and an unseen one) in rows 6..105 by their hash, not [UNK].
+    assert featurizer.vocab_size == 6 + 100 and ids[:6].tolist() == [0, 1, 2, 3, 4, 5]
+    assert all(6 <= i < 106 for i in ids[6:]) and len(set(ids[6:].tolist())) == 4
+    # Occurrences are counted by model row: the table's rows of dropped words saw some.
+    assert featurizer.id_counts[ids[6]] == 5 and featurizer.id_counts[1] == 0
+    with pytest.raises(ConfigError, match="unknown_buckets"):
+        NgramFeaturizer.from_config(cfg, buckets=1000)

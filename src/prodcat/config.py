@@ -105,7 +105,15 @@ class DataConfig(StrictModel):
     validation_size: Size = Field(0.1, ge=0, description="split off when no validation file")
     test_size: Size = Field(0.1, ge=0, description="split off when no test file")
     min_count: int = Field(1, ge=1, description="fewest training occurrences of a kept token")
-    max_vocab: int | None = Field(None, ge=3)
+    max_vocab: int | None = Field(
+        None, ge=3, description="keep the most frequent tokens only, this many ids in all"
+    )
+    unknown_buckets: int = Field(
+        0,
+        ge=0,
+        description="words outside the vocabulary (dropped by min_count or max_vocab, or "
+        "never seen) hash into this many rows of their own instead of sharing [UNK]",
+    )
     token_to_index: Path | None = Field(
         None,
         description="the course's token_to_index.json.gz: its tokens and ids are the vocabulary",

@@ -24,6 +24,7 @@ from prodcat.data.python_tokenizer import SMALL_BATCH, TitleEncoder
 from prodcat.data.text import TokenizedChunk, WordPieces, tokenize
 from prodcat.data.vectors import PretrainedRows, read_vectors
 from prodcat.data.vocab import PAD, UNK, Vocabulary, load_token_to_index
+from prodcat.errors import ConfigError
 
 if TYPE_CHECKING:
     from prodcat.config import ModelConfig
@@ -32,8 +33,11 @@ if TYPE_CHECKING:
 class VocabularyFeaturizer(TokenFeaturizer):
     """prodcat's tokenizer and a word vocabulary (the MLP, CNN and RNN families).
 
-    The vocabulary is the training rows' tokens seen `min_count` times, or, with the course's
-    `token_to_index`, that file's tokens with the course's ids (so its vectors line up).
+    The vocabulary is the training rows' tokens seen `min_count` times (the `max_vocab` most
+    frequent), or, with the course's `token_to_index`, that file's tokens with the course's ids
+    (so its vectors line up). A word outside it is [UNK], or, with `unknown_buckets`, one of
+    that many rows after the vocabulary's, by the CRC-32 of its UTF-8 bytes: the words a
+    bounded vocabulary drops keep rows of their own, shared by a few, not one row for all.
     """
 
     kind = "vocabulary"
@@ -46,6 +50,7 @@ class VocabularyFeaturizer(TokenFeaturizer):
         min_count: int = 1,
         max_vocab: int | None = None,
         token_to_index: Path | None = None,
+        unknown_buckets: int = 0,
         vocabulary: Vocabulary | None = None,
     ):
         self.tokenizer = tokenizer
@@ -53,6 +58,7 @@ class VocabularyFeaturizer(TokenFeaturizer):
         self.min_count = min_count
         self.max_vocab = max_vocab
         self.token_to_index = token_to_index
+        self.unknown_buckets = unknown_buckets
         self.vocabulary = vocabulary
         self.token_counts: np.ndarray | None = None  # training occurrences by id, after fit
         self._fast: tuple[Vocabulary, TitleEncoder] | None = None
@@ -66,7 +72,7 @@ class VocabularyFeaturizer(TokenFeaturizer):
             min_count=data.min_count,
             max_vocab=data.max_vocab,
             token_to_index=data.token_to_index,
-            **settings,
+            **{"unknown_buckets": data.unknown_buckets, **settings},
         )
 
     @classmethod
@@ -92,6 +98,8 @@ class VocabularyFeaturizer(TokenFeaturizer):
             )
         self.token_counts = np.bincount(remap, weights=counts, minlength=len(self.vocabulary))
         self.id_counts = self.token_counts
+        if self.unknown_buckets:  # the unknown words' occurrences by their rows
+            self.id_counts = np.bincount(self.ids(names), weights=counts, minlength=self.vocab_size)
 
     def pretrained_rows(self, path: str | Path) -> PretrainedRows:
         """The vectors of this vocabulary's tokens in a word-vectors file (normalised alike)."""
@@ -103,15 +111,27 @@ class VocabularyFeaturizer(TokenFeaturizer):
         return self.vocabulary
 
     def ids(self, names: list[str]) -> np.ndarray:
-        return self._fitted().remap_from(names)
+        ids = self._fitted().remap_from(names)
+        if self.unknown_buckets:
+            for i in np.flatnonzero(ids == self.unk_id).tolist():
+                if names[i] != UNK:
+                    ids[i] = self.unknown_id(names[i])
+        return ids
+
+    def unknown_id(self, token: str) -> int:
+        """The row of a word outside the vocabulary, with `unknown_buckets`."""
+        return len(self._fitted()) + zlib.crc32(token.encode("utf-8")) % self.unknown_buckets
 
     @property
     def vocab_size(self) -> int:
-        return len(self._fitted())
+        return len(self._fitted()) + self.unknown_buckets
 
     def token_ids(self, index: dict[str, int]) -> Callable[[str], tuple[int, ...]]:
         """A token's model ids, one token at a time: `ids`'s row (`index`: the vocabulary's)."""
         unk = self.unk_id
+        if self.unknown_buckets:
+            unknown = self.unknown_id
+            return lambda token: (index[token] if token in index else unknown(token),)
         return lambda token: (index.get(token, unk),)
 
     def title_encoder(self) -> TitleEncoder:
@@ -129,7 +149,8 @@ class VocabularyFeaturizer(TokenFeaturizer):
         """What makes this featurizer's ids of a title: featurizers with the same key give the
         same ids (an ensemble's members encode a title once per key)."""
         tokens = self._fitted().tokens
-        return (self.kind, repr(self.cache_spec()), len(tokens), hash(tuple(tokens)))
+        vocabulary = (len(tokens), hash(tuple(tokens)), self.unknown_buckets)
+        return (self.kind, repr(self.cache_spec()), *vocabulary)
 
     def encode(self, titles: list[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
         # A few titles skip Arrow's fixed cost (~2 ms a call) for its pure-Python twin, which
@@ -141,13 +162,21 @@ class VocabularyFeaturizer(TokenFeaturizer):
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         self._fitted().save(folder / "vocab.txt")
-        write_spec(folder, self.kind, vocabulary="vocab.txt", size=self.vocab_size)
+        write_spec(
+            folder,
+            self.kind,
+            vocabulary="vocab.txt",
+            size=len(self._fitted()),
+            unknown_buckets=self.unknown_buckets,
+        )
 
     @classmethod
     def load(
         cls, folder: str | Path, data: DataConfig, model: ModelConfig | None = None
     ) -> VocabularyFeaturizer:
-        featurizer = cls.from_config(data)
+        # Folders written before unknown_buckets have none.
+        unknown = read_spec(folder).get("unknown_buckets", 0)
+        featurizer = cls.from_config(data, unknown_buckets=unknown)
         featurizer.vocabulary = Vocabulary.load(Path(folder) / "vocab.txt")
         return featurizer
 
@@ -175,6 +204,11 @@ class NgramFeaturizer(VocabularyFeaturizer):
         per_word: int = 40,
         **settings: Any,
     ):
+        if settings.get("unknown_buckets"):
+            raise ConfigError(
+                "data.unknown_buckets: the n-gram featurizer gives a word outside the "
+                "vocabulary its n-grams' rows; set it to 0"
+            )
         super().__init__(tokenizer, max_tokens, **settings)
         self.buckets = buckets
         self.min_n, self.max_n = min_n, max_n
