@@ -223,7 +223,7 @@ def _print_result(result, cfg) -> None:
             table.add_row(split, *(f"{getattr(scores, k):.4f}" for k in columns))
     out.print(table)
     out.print(
-        f"trained {result.train_rows:,} titles in {result.train_seconds:.1f} s "
+        f"{result.train_rows:,} training titles, {result.train_seconds:.1f} s of training "
         f"({result.titles_per_second:,.0f} titles/s on {result.device})"
     )
     out.print(f"model folder: {result.output_dir}")
