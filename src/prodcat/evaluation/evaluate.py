@@ -197,28 +197,42 @@ def logits_predictions(
     return Predictions(ids, probs, loss_sum / max(weight_sum, 1e-12))
 
 
+# Rows of predictions.parquet built and written at a time (a row group each): the category
+# names of 500,000 rows' top 5 made at once took 1.07 GB, the run's largest allocation.
+PREDICTION_ROWS = 65_536
+
+
 def save_predictions(
     folder: str | Path, split: Split, predictions: Predictions, labels: LabelMap
 ) -> Path:
     """`predictions.parquet`: per row of `split`, its line in the source file, its category
-    and the top-k categories with their probabilities (for paired tests between runs)."""
+    and the top-k categories with their probabilities (for paired tests between runs),
+    written `PREDICTION_ROWS` rows at a time."""
     names = pa.array(labels.names, type=pa.string())
     k = predictions.top_ids.shape[1]
-    offsets = pa.array(np.arange(0, len(split) * k + 1, k, dtype=np.int32))
-    table = pa.table(
-        {
-            "line": pa.array(np.asarray(split.file.lines[split.rows], dtype=np.int64)),
-            "category": names.take(pa.array(split.labels)),
-            "predicted": pa.ListArray.from_arrays(
-                offsets, names.take(pa.array(predictions.top_ids.ravel()))
-            ),
-            "probability": pa.ListArray.from_arrays(
-                offsets, pa.array(predictions.top_probs.ravel(), type=pa.float32())
-            ),
-        }
-    )
+    lines = split.file.lines
     path = Path(folder) / PREDICTIONS_FILE
-    pq.write_table(table, path)
+    schema = pa.schema(
+        [
+            ("line", pa.int64()),
+            ("category", pa.string()),
+            ("predicted", pa.list_(pa.string())),
+            ("probability", pa.list_(pa.float32())),
+        ]
+    )
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, max(len(split), 1), PREDICTION_ROWS):
+            rows = slice(start, start + PREDICTION_ROWS)
+            n = len(split.rows[rows])
+            offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+            top_ids, top_probs = predictions.top_ids[rows], predictions.top_probs[rows]
+            columns = [
+                pa.array(np.asarray(lines[split.rows[rows]], dtype=np.int64)),
+                names.take(pa.array(split.labels[rows])),
+                pa.ListArray.from_arrays(offsets, names.take(pa.array(top_ids.ravel()))),
+                pa.ListArray.from_arrays(offsets, pa.array(top_probs.ravel(), type=pa.float32())),
+            ]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
     return path
 
 
