@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, FASTTEXT, ROOT, load, log, make_split, words  # noqa: E402
+from quality import DATA, FASTTEXT, ROOT, fit_svm, load, log, make_split, words  # noqa: E402
 
 LATENCY_TITLES, WARMUP_TITLES = 2000, 1000
 # What a runtime reads of a model folder (members' folders alike); the rest of a finished
@@ -118,22 +118,7 @@ def fasttext_rows(train, test, out: Path, seed: int, warmup: list[str]) -> list[
 
 
 def svm_row(train, test, out: Path, warmup: list[str]) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import FeatureUnion, make_pipeline
-    from sklearn.svm import LinearSVC
-
-    model = make_pipeline(
-        FeatureUnion(
-            [
-                ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True)),
-                ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2)),
-            ]
-        ),
-        LinearSVC(C=0.5),
-    )
-    started = time.perf_counter()
-    model.fit([r["title"] for r in train], [r["category"] for r in train])
-    seconds = time.perf_counter() - started
+    model, seconds = fit_svm(train)
     file = out / "svm.pkl"
     file.write_bytes(pickle.dumps(model))
     p50, p99 = latency(model.predict, [r["title"] for r in test[:LATENCY_TITLES]], warmup)

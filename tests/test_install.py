@@ -91,18 +91,23 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in blocked)))
 """
 
 
-def run_without(modules: tuple[str, ...], commands: list[list[str]]) -> tuple[list[dict], list]:
+def run_without(
+    modules: tuple[str, ...], items: list, script: str = WITHOUT_SCRIPT, timeout: int = 120
+) -> tuple[list, list]:
+    """Run `script` (default: prodcat's CLI on each of `items`, a list of command lines) in a
+    Python where `modules` cannot be imported; its answer per item, and the blocked modules
+    it imported all the same."""
     done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_SCRIPT, ",".join(modules), json.dumps(commands)],
+        [sys.executable, "-c", script, ",".join(modules), json.dumps(items)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr[-3000:]
     *results, imported = map(json.loads, done.stdout.splitlines())
-    assert len(results) == len(commands), done.stdout
+    assert len(results) == len(items), done.stdout
     return results, imported
 
 
@@ -198,15 +203,7 @@ def test_every_exported_family_is_served_without_the_training_stack(tmp_path):
         shutil.copytree(legacy / name, tmp_path / name)
         export_onnx(tmp_path / name)
         folders.append(str(tmp_path / name))
-    done = subprocess.run(
-        [sys.executable, "-c", SERVE_ONNX_SCRIPT, ",".join(HEAVY_MODULES), json.dumps(folders)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    *answers, imported = map(json.loads, done.stdout.splitlines())
+    answers, imported = run_without(HEAVY_MODULES, folders, SERVE_ONNX_SCRIPT, timeout=300)
     assert imported == [] and len(answers) == len(names)
     for folder, (predicted, served) in zip(folders, answers):
         clf = Classifier.load(folder)

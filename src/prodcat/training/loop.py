@@ -609,9 +609,11 @@ def _copy_weights(
     overwritten in place (a new copy beside the old held the word table three times: the
     peak of a 5 M-row run's training, 2.2 GB of heap)."""
     state = model.state_dict()
-    if into is None or into.keys() != state.keys():
-        return copy.deepcopy(state)
-    if any(into[k].shape != v.shape or into[k].dtype != v.dtype for k, v in state.items()):
+    if (
+        into is None
+        or into.keys() != state.keys()
+        or any(into[k].shape != v.shape or into[k].dtype != v.dtype for k, v in state.items())
+    ):
         return copy.deepcopy(state)
     for k, v in state.items():
         into[k].copy_(v)

@@ -100,7 +100,8 @@ def teacher_targets(cfg: Config, splits: Splits, folder: Path) -> tuple[np.ndarr
             return saved["ids"].astype(np.int64), saved["probs"].astype(np.float32)
     teacher = load_model_folder(folder)
     names = {name: i for i, name in enumerate(splits.labels.names)}
-    unknown = [name for name in splits.labels.names if name not in set(teacher.labels.names)]
+    known = set(teacher.labels.names)
+    unknown = [name for name in splits.labels.names if name not in known]
     if unknown:
         raise ConfigError(
             f"{folder}: the teacher knows no category {unknown[0]!r} of the training rows "
