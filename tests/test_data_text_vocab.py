@@ -221,11 +221,17 @@ def test_min_count_and_max_vocab_in_load_splits(counted_files, data_config):
     splits = load_splits(data_config(test_size=0, min_count=3), train, validation)
     assert splits.vocabulary.tokens == ["[PAD]", "[UNK]", "cuero", "mochila", "bolso", "vino"]
 
-    splits = load_splits(data_config(test_size=0, max_vocab=4), train, validation)
+    splits = load_splits(
+        data_config(test_size=0, max_vocab=4, unknown_buckets=0), train, validation
+    )
     assert splits.vocabulary.tokens == ["[PAD]", "[UNK]", "cuero", "mochila"]
     # Tokens outside the vocabulary become [UNK] in the batches.
     batch = next(splits.train.batches(1))
     assert batch.input_ids.tolist() == [[3, 1, 2]]
+    # By default the words max_vocab drops (bolso, vino and 3 more) get a row each at most.
+    splits = load_splits(data_config(test_size=0, max_vocab=4), train, validation)
+    assert splits.featurizer.unknown_buckets == 5 and splits.featurizer.vocab_size == 9
+    assert 1 not in next(splits.train.batches(1)).input_ids.tolist()[0]
 
 
 def test_token_seen_only_in_validation_file_is_unknown(counted_files, data_config):

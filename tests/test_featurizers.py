@@ -334,3 +334,26 @@ def test_a_bounded_vocabulary_hashes_the_words_it_drops_into_rows_of_their_own(d
     assert featurizer.id_counts[ids[6]] == 5 and featurizer.id_counts[1] == 0
     with pytest.raises(ConfigError, match="unknown_buckets"):
         NgramFeaturizer.from_config(cfg, buckets=1000)
+
+
+@pytest.mark.parametrize(
+    ("max_vocab", "min_count", "rows"),
+    [(None, 1, 0), (9, 1, 0), (6, 1, 3), (4, 1, 5), (9, 5, 0), (6, 5, 1), (4, 5, 3)],
+)
+def test_unknown_buckets_by_default_are_the_words_max_vocab_drops(
+    max_vocab, min_count, rows, data_config
+):
+    from prodcat.data.featurizers import NgramFeaturizer
+
+    names = ["[PAD]", "[UNK]", "de", "para", "kit", "cuero", "bolso", "freno", "disco"]
+    counts = np.array([0, 0, 90, 80, 70, 60, 5, 4, 3])
+    cfg = data_config(max_vocab=max_vocab, min_count=min_count)
+    assert cfg.unknown_buckets is None
+    featurizer = VocabularyFeaturizer.from_config(cfg)
+    featurizer.fit(names, counts)
+    # Words min_count drops stay [UNK], as before the bound; so do all when nothing is cut.
+    assert featurizer.unknown_buckets == rows
+    assert featurizer.vocab_size == len(featurizer.vocabulary) + rows
+    ngrams = NgramFeaturizer.from_config(cfg, buckets=100)
+    ngrams.fit(names, counts)
+    assert ngrams.unknown_buckets == 0

@@ -106,13 +106,18 @@ class DataConfig(StrictModel):
     test_size: Size = Field(0.1, ge=0, description="split off when no test file")
     min_count: int = Field(1, ge=1, description="fewest training occurrences of a kept token")
     max_vocab: int | None = Field(
-        None, ge=3, description="keep the most frequent tokens only, this many ids in all"
+        300_000,
+        ge=3,
+        description="keep the most frequent tokens only, this many ids in all (None: every "
+        "token); 300,000 holds every word of meli-es-51k (28 k) and bounds the embedding "
+        "table of the whole challenge (927 k words at 20 M rows)",
     )
-    unknown_buckets: int = Field(
-        0,
+    unknown_buckets: int | None = Field(
+        None,
         ge=0,
-        description="words outside the vocabulary (dropped by min_count or max_vocab, or "
-        "never seen) hash into this many rows of their own instead of sharing [UNK]",
+        description="words outside the vocabulary hash into this many rows of their own "
+        "instead of sharing [UNK]; None: the words max_vocab drops, if it drops any, in up to "
+        "100,000 rows (0 rows, so [UNK], when it keeps every word)",
     )
     token_to_index: Path | None = Field(
         None,

@@ -29,6 +29,10 @@ from prodcat.errors import ConfigError
 if TYPE_CHECKING:
     from prodcat.config import ModelConfig
 
+# The most rows `unknown_buckets=None` gives the words `max_vocab` drops: at 20 M titles
+# (927 k words), 300 k words + 100 k rows scored as every word did (benchmarks/README.md).
+AUTO_UNKNOWN_BUCKETS = 100_000
+
 
 class VocabularyFeaturizer(TokenFeaturizer):
     """prodcat's tokenizer and a word vocabulary (the MLP, CNN and RNN families).
@@ -38,6 +42,8 @@ class VocabularyFeaturizer(TokenFeaturizer):
     (so its vectors line up). A word outside it is [UNK], or, with `unknown_buckets`, one of
     that many rows after the vocabulary's, by the CRC-32 of its UTF-8 bytes: the words a
     bounded vocabulary drops keep rows of their own, shared by a few, not one row for all.
+    `unknown_buckets=None` decides at `fit`: as many rows as `max_vocab` dropped words, up to
+    `AUTO_UNKNOWN_BUCKETS`, so a vocabulary that keeps every word is what it always was.
     """
 
     kind = "vocabulary"
@@ -50,7 +56,7 @@ class VocabularyFeaturizer(TokenFeaturizer):
         min_count: int = 1,
         max_vocab: int | None = None,
         token_to_index: Path | None = None,
-        unknown_buckets: int = 0,
+        unknown_buckets: int | None = 0,
         vocabulary: Vocabulary | None = None,
     ):
         self.tokenizer = tokenizer
@@ -96,6 +102,11 @@ class VocabularyFeaturizer(TokenFeaturizer):
             self.vocabulary, remap = Vocabulary.from_counts(
                 names, counts, self.min_count, self.max_vocab
             )
+        if self.unknown_buckets is None:
+            dropped = 0
+            if self.token_to_index is None:  # words seen min_count times that max_vocab left
+                dropped = np.count_nonzero(counts[2:] >= self.min_count) - len(self.vocabulary) + 2
+            self.unknown_buckets = min(AUTO_UNKNOWN_BUCKETS, int(dropped))
         self.token_counts = np.bincount(remap, weights=counts, minlength=len(self.vocabulary))
         self.id_counts = self.token_counts
         if self.unknown_buckets:  # the unknown words' occurrences by their rows
@@ -209,7 +220,7 @@ class NgramFeaturizer(VocabularyFeaturizer):
                 "data.unknown_buckets: the n-gram featurizer gives a word outside the "
                 "vocabulary its n-grams' rows; set it to 0"
             )
-        super().__init__(tokenizer, max_tokens, **settings)
+        super().__init__(tokenizer, max_tokens, **{**settings, "unknown_buckets": 0})
         self.buckets = buckets
         self.min_n, self.max_n = min_n, max_n
         self.pieces_per_token = 1 + per_word
