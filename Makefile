@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[train,test,encoders,serve,onnx]"
+	$(PY) -m pip install -q -e ".[train,test,encoders,serve,onnx,team]"
 	touch $@
 
 ## Train the default model (MLP) on the bundled sample of real titles; print its metrics.

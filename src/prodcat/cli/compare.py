@@ -15,6 +15,22 @@ SetOpt = Annotated[
         "--set", "-s", help="Override a config value of every run: --set training.epochs=2."
     ),
 ]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Database of the shared study (an SQLAlchemy URL: postgresql://USER@HOST/DB needs "
+        "pip install 'prodcat[team]'). Start the same command with it on several machines or "
+        "processes and they share the work.",
+    ),
+]
+HeartbeatOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Seconds between a worker's signs of life in the study database; the work of a "
+        "worker silent for 3x as long (killed, machine gone) is given to another.",
+    ),
+]
 AlphaOpt = Annotated[
     float, typer.Option(help="Significance level of the tests (after Holm's adjustment).")
 ]
@@ -40,6 +56,8 @@ def compare(
         typer.Option(help="MLflow experiment and report title (default: the sweep file's)."),
     ] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    storage: StorageOpt = None,
+    heartbeat: HeartbeatOpt = 60,
     alpha: AlphaOpt = 0.05,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the table.")] = (
         False
@@ -53,11 +71,15 @@ def compare(
     Each run is a model folder OUTPUT/runs/VARIANT/rN and an MLflow run tagged with its
     variant, repeat and the sweep's tags, nested under the sweep's run. Run it again after a
     stop: finished runs are kept, an interrupted one resumes from its checkpoint.
+
+    With --storage, every process started on the same sweep and database claims runs from it,
+    each run trained once (a dead worker's run is claimed again); the worker that trains the
+    last run writes the table and report, read from MLflow (a shared tracking server).
     """
     from prodcat.compare.report import compare as summarise
     from prodcat.compare.report import markdown_table, write_report
     from prodcat.compare.runs import records_from_sweep
-    from prodcat.compare.sweep import Sweep, run_sweep
+    from prodcat.compare.sweep import Sweep, run_sweep, share_sweep
 
     setup_logging(quiet)
     sweep = Sweep.load(sweep_file)
@@ -65,8 +87,27 @@ def compare(
         sweep.experiment = experiment  # e.g. the same sweep under other settings (--set)
     output = output or Path("runs") / sweep.experiment
     settings = list(overrides or []) + (["tracking.enabled=false"] if no_track else [])
-    done = run_sweep(sweep, output, overrides=settings, variants=variant, progress=not quiet)
-    comparison = summarise(records_from_sweep(done), sweep.experiment, alpha=alpha)
+    if storage is None:
+        done = run_sweep(sweep, output, overrides=settings, variants=variant, progress=not quiet)
+        records = records_from_sweep(done)
+    else:
+        records = share_sweep(
+            sweep,
+            output,
+            storage,
+            overrides=settings,
+            variants=variant,
+            progress=not quiet,
+            heartbeat=heartbeat,
+        )
+        if records is None:
+            console.print(
+                "every run of the sweep is in; the worker that trained the last one writes "
+                f"the table and report (or: prodcat report --experiment {sweep.experiment})",
+                highlight=False,
+            )
+            return
+    comparison = summarise(records, sweep.experiment, alpha=alpha)
     path = write_report(comparison, output)
     out.print(markdown_table(comparison), markup=False, highlight=False)
     console.print(f"report: {path}", highlight=False)
@@ -128,6 +169,15 @@ def tune(
     ] = None,
     overrides: SetOpt = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Database of the study (an SQLAlchemy URL; default: sqlite:///OUTPUT/optuna.db). "
+            "postgresql://USER@HOST/DB (pip install 'prodcat[team]') shares one study between "
+            "machines: start this command on each.",
+        ),
+    ] = None,
+    heartbeat: HeartbeatOpt = 60,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the result.")] = (
         False
     ),
@@ -135,10 +185,11 @@ def tune(
     """Search hyperparameters with Optuna.
 
     TPE, pruning weak trials on their per-epoch validation BAC. Each trial is an MLflow run
-    nested under the study's run; the study is kept in OUTPUT/optuna.db, so running the
-    command again continues it (and several processes can share it). Trials read validation
-    rows only; the best trial's model is scored on the test rows once, at the end, and its
-    config written to OUTPUT/best.yaml.
+    nested under the study's run; the study is kept in OUTPUT/optuna.db (or --storage), so
+    running the command again continues it. Processes started on one study share its trials:
+    the trials add up to the number asked, and a trial whose process died is run again by
+    another. Trials read validation rows only; the worker that finishes the study scores the
+    best trial's model on the test rows once and writes its config to OUTPUT/best.yaml.
     """
     from prodcat.compare.tune import TuneSpec
     from prodcat.compare.tune import tune as run_tune
@@ -147,7 +198,15 @@ def tune(
     spec = TuneSpec.load(space_file)
     output = output or Path("runs") / spec.experiment
     settings = list(overrides or []) + (["tracking.enabled=false"] if no_track else [])
-    result = run_tune(spec, output, overrides=settings, trials=trials, progress=not quiet)
+    result = run_tune(
+        spec,
+        output,
+        overrides=settings,
+        trials=trials,
+        progress=not quiet,
+        storage=storage,
+        heartbeat=heartbeat,
+    )
     finished = [t for t in result.trials if t["state"] == "COMPLETE"]
     pruned = sum(t["state"] == "PRUNED" for t in result.trials)
     out.print(
@@ -163,4 +222,13 @@ def tune(
             f"({result.test.rows:,} rows)",
             highlight=False,
         )
-    out.print(f"best config: {result.best_config} (model: {result.best_folder})", highlight=False)
+    if result.best_config is None:
+        out.print(
+            f"best trial: {result.best_trial}; the worker that ran the study's last trial "
+            "scores it on the test rows and writes its best.yaml",
+            highlight=False,
+        )
+    else:
+        out.print(
+            f"best config: {result.best_config} (model: {result.best_folder})", highlight=False
+        )

@@ -65,11 +65,14 @@ def records_from_sweep(done) -> list[RunRecord]:
 
 
 def records_from_mlflow(
-    experiment: str, stores: list[str], download_to: Path | None = None
+    experiment: str,
+    stores: list[str],
+    download_to: Path | None = None,
+    run_ids: set[str] | None = None,
 ) -> list[RunRecord]:
     """Every finished run of `experiment` with a `variant` tag in the given stores (URIs of
     MLflow tracking stores: sqlite:///..., a folder, http://...), merged; the same run found
-    twice is counted once."""
+    twice is counted once. `run_ids`: only these runs."""
     from prodcat.tracking.mlflow_store import finished_runs
 
     download_to = Path(download_to or tempfile.mkdtemp(prefix="prodcat-report-"))
@@ -84,6 +87,7 @@ def records_from_mlflow(
             f"{run.store}#{run.run_id}",
         )
         for run in runs
+        if run_ids is None or run.run_id in run_ids
     ]
     if not records:
         raise ConfigError(f"experiment '{experiment}' has no finished run with a variant tag")

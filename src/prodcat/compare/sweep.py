@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -23,9 +25,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import prodcat.models  # noqa: F401  (the model families a sweep's configs name)
 from prodcat.compare.files import SpecFile
+from prodcat.compare.runs import RunRecord, records_from_mlflow
+from prodcat.compare.study import (
+    HEARTBEAT_SECONDS,
+    close_as_surplus,
+    counted,
+    open_storage,
+    poll_seconds,
+    shown,
+    storage_url,
+    work,
+)
 from prodcat.config import Config, build_config
 from prodcat.errors import ConfigError
-from prodcat.tracking import Tracker, make_tracker
+from prodcat.tracking import Tracker, make_tracker, tracking_uri
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.result import METRICS_FILE, RunResult
@@ -205,7 +218,151 @@ def run_sweep(
 
     `callbacks` hear the events of every run trained (their `run.output` says which).
     """
-    output = Path(output)
+    runs, parent, close = _open(sweep, Path(output), overrides, variants)
+    done: list[tuple[PlannedRun, RunResult]] = []
+    todo = [r for r in runs if not r.finished]
+    if len(todo) < len(runs):
+        log.info("%d of %d runs already finished: kept", len(runs) - len(todo), len(runs))
+    with close:
+        from prodcat.progress import progress_bar
+
+        with progress_bar(progress, unit="runs") as bar:
+            task = bar.add_task(
+                sweep.experiment, total=len(runs), completed=len(runs) - len(todo), info=""
+            )
+            for planned in runs:
+                if planned.finished:
+                    done.append((planned, RunResult.load(planned.folder)))
+                    continue
+                result = _train(
+                    planned, parent, callbacks, lambda text: bar.update(task, info=text)
+                )
+                done.append((planned, result))
+                bar.update(task, advance=1)
+    return done
+
+
+def share_sweep(
+    sweep: Sweep,
+    output: str | Path,
+    storage: str,
+    *,
+    overrides: list[str] = (),
+    variants: list[str] | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    heartbeat: int = HEARTBEAT_SECONDS,
+) -> list[RunRecord] | None:
+    """Train the runs of the sweep this worker claims from the study database at `storage`,
+    shared with every worker started on the same sweep and storage, until every run is in.
+
+    The worker that finishes the sweep (it trained the last run, or came after the end)
+    returns every run's record, read from MLflow where each worker logged its runs (the
+    table is built once); the others return None.
+    """
+    from optuna.trial import TrialState
+
+    from prodcat.progress import progress_bar
+
+    runs, parent, close = _open(sweep, Path(output), overrides, variants)
+    if not runs[0].cfg.tracking.enabled:
+        raise ConfigError(
+            "a sweep shared through --storage needs tracking on: its table is read from MLflow"
+        )
+    by_key = {_key(r): r for r in runs}
+    study = _sweep_study(sweep, list(by_key), storage_url(storage), heartbeat)
+
+    def objective(trial) -> float:
+        key = trial.user_attrs.get("run")
+        # ask() made a new trial (the queue ran dry after this worker looked), or queued
+        # copies of one run raced: the lowest-numbered copy trains, the others close.
+        if key not in by_key:
+            close_as_surplus(trial, "no run of the sweep waits")
+        others = counted(study.get_trials(deepcopy=False, states=live))
+        if any(t.user_attrs.get("run") == key and t.number < trial.number for t in others):
+            close_as_surplus(trial, f"{key} is trained by another worker")
+        result = _train(by_key[key], parent, callbacks, lambda text: bar.update(task, info=text))
+        trial.set_user_attr("run_id", result.run_id)
+        return (result.test or result.validation).balanced_accuracy
+
+    live = (TrialState.COMPLETE, TrialState.RUNNING)
+
+    def complete(trials: list) -> set[str]:
+        return {t.user_attrs.get("run") for t in trials if t.state == TrialState.COMPLETE}
+
+    def claimable(trials: list) -> bool:
+        if any(t.state == TrialState.WAITING for t in trials):
+            return True
+        if not any(t.state == TrialState.RUNNING for t in trials):
+            failed = sorted(set(by_key) - complete(trials))
+            raise ConfigError(
+                f"sweep {sweep.experiment}: run(s) {', '.join(failed)} failed and are not "
+                "queued again; start the command again to retry them"
+            )
+        return False
+
+    with close, progress_bar(progress, unit="runs") as bar:
+        task = bar.add_task(sweep.experiment, total=len(runs), info="")
+        share = work(
+            study,
+            objective,
+            settled=lambda trials: complete(trials) >= set(by_key),
+            claimable=claimable,
+            poll=poll_seconds(heartbeat),
+            report=lambda trials: bar.update(task, completed=len(complete(trials))),
+        )
+    trials = counted(study.get_trials(deepcopy=False))
+    if not share.finishes(trials):
+        return None
+    ids = {t.user_attrs.get("run_id") for t in trials if t.state == TrialState.COMPLETE}
+    store = tracking_uri(runs[0].cfg.tracking.uri)
+    return records_from_mlflow(sweep.experiment, [store], Path(output) / "mlflow-runs", ids)
+
+
+def _key(planned: PlannedRun) -> str:
+    return f"{planned.variant}/r{planned.repeat}"
+
+
+def _sweep_study(sweep: Sweep, keys: list[str], url: str, heartbeat: int):
+    """The sweep's study in the database: one waiting trial per run, queued by the worker
+    that created it (and by any worker, again, for runs that failed and wait no more)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, heartbeat)
+    name = f"prodcat sweep {sweep.experiment}"
+    try:
+        study = optuna.create_study(study_name=name, storage=storage)
+        for key in keys:
+            study.enqueue_trial({}, user_attrs={"run": key})
+        study.set_user_attr("runs", keys)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+    for _ in range(600):  # its creator queues the runs in well under a minute
+        planned = study.user_attrs.get("runs")
+        if planned is not None:
+            break
+        time.sleep(0.1)
+    else:
+        raise ConfigError(f"study '{name}' in {shown(url)} lists no runs: was its creator killed?")
+    if sorted(planned) != sorted(keys):
+        raise ConfigError(
+            f"study '{name}' in {shown(url)} holds another sweep's runs "
+            f"({', '.join(planned)}): give this sweep another experiment name"
+        )
+    trials = counted(study.get_trials(deepcopy=False))
+    alive = {t.user_attrs.get("run") for t in trials if t.state != TrialState.FAIL}
+    for key in keys:
+        if key not in alive:  # failed for good (an error, or retried twice): once more
+            study.enqueue_trial({}, user_attrs={"run": key})
+    return study
+
+
+def _open(sweep: Sweep, output: Path, overrides, variants):
+    """The sweep's planned runs, its MLflow parent run, and what closes that run (with the
+    status the block ended with)."""
     output.mkdir(parents=True, exist_ok=True)
     runs = plan(sweep, output, list(overrides), variants)
     prepare_vectors(sweep, runs, output)
@@ -216,49 +373,38 @@ def run_sweep(
         {**sweep.tags, "sweep": sweep.experiment, "prodcat.sweep": "parent"},
         {"repeats": sweep.repeats, "variants": ",".join(sweep.variants)},
     )
-    done: list[tuple[PlannedRun, RunResult]] = []
-    todo = [r for r in runs if not r.finished]
-    if len(todo) < len(runs):
-        log.info("%d of %d runs already finished: kept", len(runs) - len(todo), len(runs))
+    return runs, parent, _closing(tracker, parent)
+
+
+@contextmanager
+def _closing(tracker: Tracker, parent: str | None) -> Iterator[None]:
+    """Closes the sweep's parent run as the block ends: FINISHED, KILLED (Ctrl-C or SIGTERM:
+    the runs' checkpoints are kept) or FAILED."""
     status = "FAILED"
     try:
-        _run_all(runs, done, todo, parent, sweep.experiment, progress, callbacks)
+        yield
         status = "FINISHED"
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs' checkpoints are kept
+    except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         tracker.close_parent(parent, status)
-    return done
 
 
-def _run_all(runs, done, todo, parent, title, progress, callbacks) -> None:
-    from prodcat.progress import progress_bar
+def _train(planned: PlannedRun, parent, callbacks, report: Callable[[str], None]) -> RunResult:
+    """One run of the sweep, resumed from its checkpoint if it has one."""
     from prodcat.workflow import run
 
-    with progress_bar(progress, unit="runs") as bar:
-        task = bar.add_task(title, total=len(runs), completed=len(runs) - len(todo), info="")
-        for planned in runs:
-            if planned.finished:
-                done.append((planned, RunResult.load(planned.folder)))
-                continue
-            bar.update(task, info=f"{planned.name}: preparing")
-            watcher = _SweepProgress(lambda text: bar.update(task, info=text), planned.name)
-            resume = (planned.folder / CHECKPOINT).is_file()
-            result = run(
-                planned.cfg,
-                planned.folder,
-                resume=resume,
-                callbacks=[watcher, *callbacks],
-                parent_run_id=parent,
-            )
-            done.append((planned, result))
-            bar.update(
-                task,
-                advance=1,
-                info=f"{planned.name}: BAC "
-                f"{(result.test or result.validation).balanced_accuracy:.4f}",
-            )
+    report(f"{planned.name}: preparing")
+    result = run(
+        planned.cfg,
+        planned.folder,
+        resume=(planned.folder / CHECKPOINT).is_file(),
+        callbacks=[_SweepProgress(report, planned.name), *callbacks],
+        parent_run_id=parent,
+    )
+    report(f"{planned.name}: BAC {(result.test or result.validation).balanced_accuracy:.4f}")
+    return result
 
 
 def _tracker(sweep: Sweep, runs: list[PlannedRun]) -> Tracker:

@@ -5,10 +5,12 @@ run nested under the study's), reports its validation BAC after each epoch, and 
 when the median of earlier trials says it is weak. Trials never read the test rows: the
 best trial's model is scored on them once, at the end.
 
-The study lives in SQLite (OUTPUT/optuna.db): run the command again and it goes on to the
-number of trials asked, never redoing a finished one; several processes may share it. A
-trial's model folder is named after its values, so a trial stopped midway is tried again
-with the same values and resumes from its checkpoint.
+The study lives in SQLite (OUTPUT/optuna.db) or in the database `--storage` names (PostgreSQL
+for several machines: `study.py`): run the command again and it goes on to the number of
+trials asked, never redoing a finished one; processes started on one study share its trials,
+the budget holding across them. A trial's model folder is named after its values, so a trial
+stopped midway is tried again with the same values and resumes from its checkpoint (on the
+machine that has it; another machine starts it afresh).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import prodcat.models  # noqa: F401  (the model families a study's configs name)
 from prodcat.compare.files import SpecFile
+from prodcat.compare.study import (
+    HEARTBEAT_SECONDS,
+    Share,
+    close_as_surplus,
+    counted,
+    open_storage,
+    poll_seconds,
+    storage_url,
+    work,
+)
 from prodcat.config import Config, build_config
 from prodcat.errors import ConfigError
 from prodcat.tracking import make_tracker
@@ -124,10 +136,41 @@ class TuneResult:
 
     best_values: dict[str, Any]
     best_validation: float
-    best_config: Path
-    best_folder: Path
+    best_config: Path | None  # None: another worker finishes the study and writes it
+    best_folder: Path | None
     test: Scores | None
     trials: list[dict[str, Any]]  # number, state, value, values: every trial
+    best_trial: int = 0
+
+
+def trial_seeded(make: Callable[[int], Any], seed: int):
+    """An Optuna sampler that is `make(seed + trial number)` made afresh for each trial, so
+    workers sharing a study draw different values (one seed would give each the same) and a
+    study run again is the same study. TPE keeps no state between trials but the study's
+    trials, which it reads from the storage, so nothing is lost by making it anew."""
+    import optuna
+
+    class TrialSeeded(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.current = make(seed)
+
+        def before_trial(self, study, trial) -> None:
+            self.current = make(seed + trial.number)
+            self.current.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.current.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.current.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, name, distribution):
+            return self.current.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.current.after_trial(study, trial, state, values)
+
+    return TrialSeeded()
 
 
 def trial_config(spec: TuneSpec, values: dict[str, Any], overrides: list[str] = ()) -> Config:
@@ -152,11 +195,16 @@ def tune(
     overrides: list[str] = (),
     trials: int | None = None,
     progress: bool = True,
+    storage: str | None = None,
+    heartbeat: int = HEARTBEAT_SECONDS,
 ) -> TuneResult:
-    """Run the study up to `trials` (default: the spec's) trials in all; score the best
-    trial on the test rows; write its config to OUTPUT/best.yaml."""
+    """Run the study up to `trials` (default: the spec's) trials in all, with whichever
+    workers share its `storage` (default: SQLite in `output`); the worker that finishes it
+    scores the best trial on the test rows and writes its config to OUTPUT/best.yaml."""
     import optuna
+    from optuna.trial import TrialState
 
+    from prodcat.progress import progress_bar
     from prodcat.workflow import run
 
     output = Path(output)
@@ -167,24 +215,19 @@ def tune(
     if unknown:
         raise ConfigError(f"search space: unknown config key(s) {', '.join(unknown)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A trial whose process died (kill -9) stops beating; the next run fails it and tries
-    # its values again, resuming from the checkpoint in the trial's folder.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{(output / STUDY_DB).resolve()}",
-            heartbeat_interval=60,
-            grace_period=180,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=2
-            ),
-        )
+    # A trial whose process died (kill -9) stops beating; a worker fails it and tries its
+    # values again, resuming from the checkpoint in the trial's folder where there is one.
     study = optuna.create_study(
         study_name=spec.experiment,
-        storage=storage,
+        storage=open_storage(storage_url(storage, output / STUDY_DB), heartbeat),
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials),
+        sampler=trial_seeded(
+            lambda seed: optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=spec.startup_trials
+            ),
+            spec.seed,
+        ),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_epochs
         ),
@@ -194,8 +237,13 @@ def tune(
     parent = tracker.open_parent(
         output / "study.json", f"study {spec.experiment}", {"prodcat.study": "parent"}, {}
     )
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
     def objective(trial) -> float:
+        # Claimed beyond the budget (another worker took the last place first): not run.
+        ahead = [t for t in counted(study.get_trials(deepcopy=False, states=live))]
+        if sum(t.number < trial.number for t in ahead) >= total:
+            close_as_surplus(trial, f"the study's {total} trials are taken")
         values = {key: dim.suggest(trial, key) for key, dim in spec.space.items()}
         cfg = trial_config(spec, values, overrides)
         cfg.training.score_test = False  # tuned on validation rows only
@@ -224,32 +272,43 @@ def tune(
             )
             if pruning.pruned:
                 raise optuna.TrialPruned()
+        if result.run_id:
+            trial.set_user_attr("run_id", result.run_id)
         return result.validation.balanced_accuracy
 
-    done = _counted(study)
-    if done < total:
-        log.info(
-            "study %s: %d of %d trials done, %d to go", spec.experiment, done, total, total - done
-        )
-        status = "FAILED"
-        try:
-            study.optimize(objective, n_trials=total - done, show_progress_bar=progress)
-            status = "FINISHED"
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial's checkpoint is kept
-            status = "KILLED"
-            raise
-        finally:
-            tracker.close_parent(parent, status)
-    else:
-        log.info("study %s: all %d trials done", spec.experiment, total)
-        tracker.close_parent(parent)
-    return _finish(study, spec, output, overrides)
+    def settled(trials: list) -> int:
+        return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
 
+    def claimable(trials: list) -> bool:
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        return waiting or settled(trials) + running < total
 
-def _counted(study) -> int:
-    from optuna.trial import TrialState
+    done = settled(counted(study.get_trials(deepcopy=False)))
+    log.info("study %s: %d of %d trials done", spec.experiment, min(done, total), total)
+    status = "FAILED"
+    try:
+        with progress_bar(progress and done < total, unit="trials") as bar:
+            task = bar.add_task(spec.experiment, total=total, completed=min(done, total), info="")
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+            def report(trials: list) -> None:
+                bar.update(task, completed=min(settled(trials), total))
+
+            share = work(
+                study,
+                objective,
+                settled=lambda trials: settled(trials) >= total,
+                claimable=claimable,
+                poll=poll_seconds(heartbeat),
+                report=report,
+            )
+        status = "FINISHED"
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial's checkpoint is kept
+        status = "KILLED"
+        raise
+    finally:
+        tracker.close_parent(parent, status)
+    return _finish(study, spec, output, overrides, share)
 
 
 def _retry_interrupted(study) -> None:
@@ -272,19 +331,26 @@ def _retry_interrupted(study) -> None:
             settled.add(key)
 
 
-def _finish(study, spec: TuneSpec, output: Path, overrides) -> TuneResult:
-    """The best trial's config written as YAML; its model scored on the test rows once."""
+def _finish(study, spec: TuneSpec, output: Path, overrides, share: Share) -> TuneResult:
+    """The best trial's config written as YAML and its model scored on the test rows once,
+    by the worker that finishes the study; the others report the best trial alone."""
     from optuna.trial import TrialState
 
+    every = counted(study.get_trials(deepcopy=False))
     trials = [
         {"number": t.number, "state": t.state.name, "value": t.value, "values": t.params}
-        for t in study.get_trials(deepcopy=False)
+        for t in every
     ]
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in every if t.state == TrialState.COMPLETE]
     if not complete:
         raise ConfigError(f"study {spec.experiment}: no trial finished")
-    best = study.best_trial
+    best = max(complete, key=lambda t: (t.value, -t.number))
     cfg = trial_config(spec, best.params, overrides)
+    if not share.finishes(every):
+        log.info("study %s: finished by the worker of its last trial", spec.experiment)
+        return TuneResult(
+            best.params, float(best.value), None, None, None, trials, best_trial=best.number
+        )
     path = output / BEST_CONFIG
     header = (
         f"# Best of {len(complete)} finished trials of study '{spec.experiment}' "
@@ -292,9 +358,31 @@ def _finish(study, spec: TuneSpec, output: Path, overrides) -> TuneResult:
         f"# Tuned values: {json.dumps(best.params, default=str)}\n"
     )
     path.write_text(header + cfg.to_yaml(), encoding="utf-8")
+    folder = _best_folder(best, cfg)
+    test = score_test(cfg, folder) if folder is not None else None
+    return TuneResult(
+        best.params, float(best.value), path, folder, test, trials, best_trial=best.number
+    )
+
+
+def _best_folder(best, cfg: Config) -> Path | None:
+    """The best trial's model folder: on this machine, or downloaded from its MLflow run
+    (a trial another machine trained); None when neither has it."""
     folder = Path(best.user_attrs["folder"])
-    test = score_test(cfg, folder)
-    return TuneResult(best.params, float(best.value), path, folder, test, trials)
+    if (folder / METRICS_FILE).is_file():
+        return folder
+    run_id = best.user_attrs.get("run_id")
+    if run_id and cfg.tracking.enabled:
+        from prodcat.tracking import tracking_uri
+        from prodcat.tracking.mlflow_store import download_model_folder
+
+        return download_model_folder(f"runs:/{run_id}/model", tracking_uri(cfg.tracking.uri))
+    log.warning(
+        "the best trial's model is on the machine that trained it (%s), and no MLflow run "
+        "holds it: train best.yaml to score it on the test rows",
+        folder,
+    )
+    return None
 
 
 def score_test(cfg: Config, folder: Path) -> Scores | None:
