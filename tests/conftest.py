@@ -161,3 +161,40 @@ def small_model(tmp_path_factory) -> Path:
             main(args + [x for s in settings for x in ("--set", s)])
     assert done.value.code == 0
     return root / "model"
+
+
+# -- real servers: PostgreSQL and an MLflow tracking server (tests/servers.py) -------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the session (about 1 s to start);
+    `postgres.database()` gives a fresh database's URL per call. Skipped where PostgreSQL is
+    not installed or will not start."""
+    from tests.servers import PostgresCluster, Unavailable
+
+    try:
+        cluster = PostgresCluster.start()
+    except Unavailable as e:
+        pytest.skip(f"no PostgreSQL server: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def mlflow_server(postgres, tmp_path: Path):
+    """A real `mlflow server` on a fresh PostgreSQL database, its artifacts proxied into the
+    test's folder (about 6 s to start): `.uri`, and `.stop()` / `.start()` on the same port
+    and database. Stopped at teardown, whatever the test did."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("psycopg", reason="the MLflow server's store needs psycopg")
+    from tests.servers import MlflowServer
+
+    server = MlflowServer(postgres.database(), tmp_path / "mlflow-server")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

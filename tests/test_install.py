@@ -54,7 +54,7 @@ def test_base_and_serving_extras_leave_out_torch_and_mlflow(project):
 
 def test_makefile_installs_every_extra_the_tests_need():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert '-e ".[train,test,encoders,serve,onnx]"' in makefile
+    assert '-e ".[train,test,encoders,serve,onnx,team]"' in makefile
     # torch's CPU build first: an unpinned torch would pull a multi-GB CUDA build.
     assert makefile.index('"$(TORCH)"') < makefile.index("[train,")
 

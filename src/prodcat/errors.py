@@ -39,5 +39,9 @@ class DataError(ProdcatError):
         super().__init__(prefix + problem)
 
 
+class TrackingError(ProdcatError):
+    """The MLflow store cannot be reached, or stopped answering before a run was logged."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, `timeout`, a container runtime) stops a run as Ctrl-C does."""

@@ -15,6 +15,7 @@ EXTRAS = {
     "serve": "the HTTP server's dependencies",
     "onnx": "ONNX Runtime",
     "encoders": "the sentence encoders",
+    "team": "PostgreSQL's driver",
 }
 # Top-level module -> the extra that installs it.
 MODULE_EXTRA = {
@@ -36,6 +37,7 @@ MODULE_EXTRA = {
     "onnx": "onnx",
     "transformers": "encoders",
     "tokenizers": "encoders",
+    "psycopg": "team",
 }
 COMMAND_GROUPS = ("data", "vectors", "models")  # commands with subcommands
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,13 +17,14 @@ from typer.core import TyperGroup
 from prodcat.cli.compare import register as register_compare
 from prodcat.cli.course import course_help
 from prodcat.cli.export import export
+from prodcat.cli.log import log
 from prodcat.cli.models import models_app
 from prodcat.cli.output import console, out, print_json, setup_logging
-from prodcat.errors import ConfigError, ProdcatError, Terminated
+from prodcat.errors import ConfigError, ProdcatError, Terminated, TrackingError
 
 # Commands in the order a user meets them (typer lists them as they are defined otherwise).
 COMMAND_ORDER = (
-    "data", "train", "evaluate", "predict", "serve", "export",
+    "data", "train", "log", "evaluate", "predict", "serve", "export",
     "compare", "report", "tune", "ensemble", "vectors", "models",
 )  # fmt: skip
 
@@ -55,6 +57,7 @@ vectors_app = typer.Typer(
 app.add_typer(vectors_app, name="vectors")
 app.add_typer(models_app, name="models")
 app.command("export")(export)
+app.command("log")(log)
 register_compare(app)
 
 
@@ -203,6 +206,12 @@ def run_training(
         print_json(result.model_dump(mode="json"))
     else:
         _print_result(result, cfg)
+    if result.not_logged:
+        folder = shlex.quote(str(result.output_dir))
+        raise TrackingError(
+            f"the run is not logged to MLflow: {result.not_logged}; its model folder is whole: "
+            f"once the server is back, log it with `prodcat log {folder}`"
+        )
 
 
 def _print_result(result, cfg) -> None:
@@ -227,11 +236,14 @@ def _print_result(result, cfg) -> None:
         f"({result.titles_per_second:,.0f} titles/s on {result.device})"
     )
     out.print(f"model folder: {result.output_dir}")
-    if result.run_id:
-        out.print(
-            f"MLflow run {result.run_id}: "
-            f"mlflow ui --backend-store-uri {tracking_uri(cfg.tracking.uri)}"
+    if result.run_id and not result.not_logged:
+        uri = tracking_uri(cfg.tracking.uri)
+        browse = (
+            uri
+            if uri.startswith(("http://", "https://"))
+            else f"mlflow ui --backend-store-uri {uri}"
         )
+        out.print(f"MLflow run {result.run_id}: {browse}")
 
 
 @app.command()

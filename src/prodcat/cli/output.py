@@ -36,3 +36,6 @@ def setup_logging(quiet: bool) -> None:
     )
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow's retries of a tracking server that is gone, one warning each: prodcat says in
+    # one line what came of them.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

@@ -24,6 +24,10 @@ class Tracker(Protocol):
 
     uri: str | None  # the store, None when nothing is recorded
 
+    def check(self) -> None:
+        """Raise `TrackingError` now if the store cannot record a run (a tracking server or
+        a database that does not answer), before any work is done."""
+
     def run_logger(self, parent_run_id: str | None = None) -> Callback:
         """The loop's callback that records one run (nested under `parent_run_id`)."""
 
@@ -43,6 +47,9 @@ class NullTracker:
     """Tracking off: nothing is recorded."""
 
     uri = None
+
+    def check(self) -> None:
+        pass
 
     def run_logger(self, parent_run_id: str | None = None) -> Callback:
         return Callback()

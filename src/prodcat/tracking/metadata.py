@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DIGEST_BLOCK = 1 << 20
@@ -18,6 +19,14 @@ DIGEST_BLOCKS = 16
 def tracking_uri(uri: str | None = None) -> str:
     """The store runs go to: `uri`, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def redacted(uri: str) -> str:
+    """`uri` as a message shows it: without its password."""
+    parts = urlparse(uri)
+    if not parts.password:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def git_commit(folder: str | Path | None = None) -> str | None:

@@ -1,30 +1,42 @@
 """The one module of prodcat that talks to MLflow (the pyfunc model MLflow loads aside):
-recording runs, the runs that nest them, a model folder as an MLflow Model, and reading runs
-and models back (`prodcat report`, `predict runs:/...`).
+recording runs, the runs that nest them, a model folder as an MLflow Model (or as a whole run,
+afterwards: `prodcat log`), and reading runs and models back (`prodcat report`,
+`predict runs:/...`).
+
+A tracking server that is down fails a command at once, in one line; one that goes away
+during a run costs the run its record, never its training: the loop goes on, the model folder
+is written whole, and `prodcat log FOLDER` records it once the server is back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
+import requests
+import sqlalchemy
+import sqlalchemy.exc
+import sqlalchemy.pool
 from mlflow.exceptions import MlflowException
 
 from prodcat.atomic import write_text_atomic
-from prodcat.config import TrackingConfig
-from prodcat.errors import ConfigError, ProdcatError
+from prodcat.config import TrackingConfig, load_config
+from prodcat.errors import ConfigError, ProdcatError, TrackingError
 from prodcat.fault_points import pause_point
 from prodcat.models.manifest import listed_files
 from prodcat.tracking.metadata import (
@@ -32,16 +44,32 @@ from prodcat.tracking.metadata import (
     file_digest,
     git_commit,
     library_versions,
+    redacted,
     source_tags,
     tracking_uri,
 )
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.device import device_name
-from prodcat.training.result import RunResult
+from prodcat.training.result import METRICS_FILE, RunResult
 from prodcat.version import __version__
 
 log = logging.getLogger(__name__)
+
+# MLflow retries a failed request 7 times over about 4 minutes by default, so a run whose
+# tracking server is gone would stall that long at its next event (and at exit). Prodcat's
+# defaults, where the user set none: 5 retries over about 30 s, which a server's restart fits.
+CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    # The run's URL MLflow prints at its end would land in the result on stdout (`--json`).
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+REACH_SECONDS = 10  # how long `check_reachable` waits for a tracking server's answer
+# What a store that cannot be reached raises: a server (or the database behind it) that does
+# not answer, after MLflow's retries; a database store that refuses its first connection.
+STORE_ERRORS = (MlflowException, requests.RequestException, sqlalchemy.exc.OperationalError)
+DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy's URI schemes MLflow stores runs in
 
 LR_POINTS_PER_EPOCH = 50  # batch_lr values logged per epoch, at most (and the last batch's)
 BEST_EPOCH_METRICS = ("train_loss",)  # besides validation_*: logged again from the best epoch
@@ -54,8 +82,18 @@ class MlflowTracker:
     """The `Tracker` of an MLflow store (`prodcat.tracking`)."""
 
     def __init__(self, cfg: TrackingConfig):
+        set_client_defaults()
         self.cfg = cfg
         self.uri = tracking_uri(cfg.uri)
+
+    def check(self) -> None:
+        """Fail at once, before any training, when the store is a server that does not answer
+        (a run that cannot be recorded is not what `tracking.enabled` asks for)."""
+        check_reachable(
+            self.uri,
+            "start it, point tracking.uri or $MLFLOW_TRACKING_URI at one that runs, "
+            "or train without tracking (--no-track)",
+        )
 
     def run_logger(self, parent_run_id: str | None = None) -> MlflowRun:
         cfg = self.cfg
@@ -66,23 +104,35 @@ class MlflowTracker:
     ) -> str:
         """The run of a sweep, a study or an ensemble, which its runs nest under: the one
         whose id `state_file` keeps, set RUNNING again when it resumes; else a new one in the
-        experiment, its id written to `state_file`."""
-        client = mlflow.MlflowClient(self.uri)
+        experiment, its id written to `state_file`. A server that does not answer fails it
+        at once (`check`)."""
+        self.check()
+        with sqlite_store_lock(self.uri):  # the client creates a new store's tables
+            client = mlflow.MlflowClient(self.uri)
         if state_file.is_file():
             run_id = json.loads(state_file.read_text(encoding="utf-8")).get("parent_run_id")
             try:
                 client.update_run(run_id, status="RUNNING")
                 return run_id
-            except MlflowException:
-                pass  # another store, or the run was deleted: start a new one
-        with sqlite_store_lock(self.uri):
-            found = client.get_experiment_by_name(self.cfg.experiment)
-            experiment = (
-                found.experiment_id if found else client.create_experiment(self.cfg.experiment)
-            )
-        run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
-        for key, value in params.items():
-            client.log_param(run_id, key, value)
+            except MlflowException as e:
+                if unreachable(e):
+                    raise TrackingError(
+                        f"{redacted(self.uri)} stopped answering ({reason(e)})"
+                    ) from None
+                # another store, or the run was deleted: start a new one
+        try:
+            with sqlite_store_lock(self.uri):
+                found = client.get_experiment_by_name(self.cfg.experiment)
+                experiment = (
+                    found.experiment_id if found else client.create_experiment(self.cfg.experiment)
+                )
+            run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+            for key, value in params.items():
+                client.log_param(run_id, key, value)
+        except STORE_ERRORS as e:
+            if not unreachable(e):
+                raise
+            raise TrackingError(f"{redacted(self.uri)} stopped answering ({reason(e)})") from None
         write_text_atomic(state_file, json.dumps({"parent_run_id": run_id}))
         return run_id
 
@@ -98,9 +148,18 @@ class MlflowTracker:
             for key, value in (metrics or {}).items()
             if value is not None
         ]
-        if values:
-            client.log_batch(run_id, metrics=values)
-        client.set_terminated(run_id, status)
+        try:
+            if values:
+                client.log_batch(run_id, metrics=values)
+            client.set_terminated(run_id, status)
+        except STORE_ERRORS as e:
+            if not unreachable(e):
+                raise
+            # Its runs' folders are written: a record left unfinished fails nothing.
+            log.warning(
+                "MLflow run %s is left unfinished: %s stopped answering (%s)",
+                run_id, redacted(self.uri), reason(e),
+            )  # fmt: skip
 
 
 class MlflowRun(Callback):
@@ -108,6 +167,8 @@ class MlflowRun(Callback):
 
     A callback of the loop, on rank 0 only. A resumed run reopens its MLflow run; with
     `parent_run_id` the run is nested under that one (a sweep's, a study's or an ensemble's).
+    When the store stops answering, the run goes on unrecorded: one warning, no more requests,
+    and the result says why it is not logged (`RunResult.not_logged`).
     """
 
     main_only = True
@@ -131,6 +192,7 @@ class MlflowRun(Callback):
         self._batches = 0  # batches per epoch
         self._sampled = False  # epochs scored a sample of the validation rows
         self._lr_points: list[tuple[int, float]] = []  # (batch, rate), logged each epoch
+        self.lost: str | None = None  # why the store no longer records this run
 
     def start(self, run_id: str | None = None) -> str:
         """Start a run, or reopen `run_id` when a run is resumed."""
@@ -150,6 +212,9 @@ class MlflowRun(Callback):
     def on_run_start(self, run: RunInfo) -> None:
         if self.run_name is None:
             self.run_name = default_run_name(run.cfg.model.family, run.output)
+        self.unless_unreachable(self.record_start, run)
+
+    def record_start(self, run: RunInfo) -> None:
         if run.replaced_run_id:
             self.close_stale(run.replaced_run_id)
         run.state.run_id = self.start(run.state.run_id)
@@ -189,23 +254,55 @@ class MlflowRun(Callback):
             self._lr_points.append((batch, used))
 
     def on_epoch_end(self, run: RunInfo, record: dict[str, float]) -> None:
+        self.unless_unreachable(self.record_epoch, record)
+
+    def record_epoch(self, record: dict[str, float]) -> None:
         self._flush_lr()
         metrics = {k: v for k, v in record.items() if k != "epoch"}
         self.log_metrics(metrics, step=int(record["epoch"]))
 
     def on_run_end(self, run: RunInfo, result: RunResult | None, status: str) -> None:
+        self.unless_unreachable(self.record_end, result, status)
+        if self.lost is not None and result is not None:
+            result._not_logged = self.lost
+
+    def record_end(self, result: RunResult | None, status: str) -> None:
         if mlflow.active_run() is None:
             return
         self._flush_lr()
         if result is not None:
-            step = self.log_final_metrics(result)
-            pause_point("mlflow")  # a test kills the process while it logs the run's end
-            for path in sorted(Path(result.output_dir).iterdir()):
-                if path.is_file() and path.name != CHECKPOINT:
-                    mlflow.log_artifact(str(path), artifact_path="model")
-            self.log_model(result.output_dir)
-            self.log_plots(result.output_dir, step)
+            self.log_outputs(result.output_dir, result)
         mlflow.end_run(status=status)
+
+    def log_outputs(self, folder: str | Path, result: RunResult) -> None:
+        """What a finished run logs at its end: the final metrics, the model folder's files
+        (at `model/`, with the MLflow Model beside them) and the plots."""
+        step = self.log_final_metrics(result)
+        pause_point("mlflow")  # a test kills the process while it logs the run's end
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file() and path.name != CHECKPOINT:
+                mlflow.log_artifact(str(path), artifact_path="model")
+        self.log_model(folder)
+        self.log_plots(Path(folder), step)
+
+    def unless_unreachable(self, record: Callable[..., None], *args: Any) -> None:
+        """`record(*args)` unless the store was lost; when it stops answering there, lose it:
+        warn once, drop the run from MLflow's active runs (one quick try to end it), go on."""
+        if self.lost is not None:
+            return
+        try:
+            record(*args)
+        except STORE_ERRORS as e:
+            if not unreachable(e):
+                raise
+            self.lost = f"{redacted(self.uri)} stopped answering ({reason(e)})"
+            log.warning("MLflow: %s; training goes on, this run is not logged", self.lost)
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == self.run_id:
+                # Pops the run (marked FAILED if the server is back), so that nothing waits
+                # on it again, not even MLflow's end of the process.
+                with one_quick_try(), contextlib.suppress(*STORE_ERRORS):
+                    mlflow.end_run(status="FAILED")
 
     def log_model(self, folder: str | Path) -> None:
         """Log the model folder as an MLflow Model too (pyfunc flavor, at `model`, beside the
@@ -214,18 +311,23 @@ class MlflowRun(Callback):
         try:
             log_pyfunc_model(folder, name="model")
         except (MlflowException, OSError) as e:
+            if unreachable(e):
+                raise
             log.warning("the model folder is logged, but not as an MLflow Model: %s", e)
 
-    def close_stale(self, run_id: str) -> None:
-        """Mark KILLED a run still RUNNING whose process died without ending it (kill -9,
-        a lost machine) and whose folder a new run now takes over."""
+    def close_stale(self, run_id: str, status: str = "KILLED") -> None:
+        """Mark KILLED (or `status`) a run still RUNNING whose process died without ending it
+        (kill -9, a lost machine) and whose folder a new run now takes over, or whose store
+        stopped answering (FAILED: `log_model_folder` logs its folder again)."""
         client = mlflow.MlflowClient(self.uri)
         try:
             if client.get_run(run_id).info.status == "RUNNING":
-                client.set_terminated(run_id, "KILLED")
-                log.info("closed MLflow run %s, left RUNNING by a killed process", run_id)
-        except MlflowException:
-            pass  # another store, or deleted: nothing to close here
+                client.set_terminated(run_id, status)
+                log.info("closed MLflow run %s, left RUNNING (now %s)", run_id, status)
+        except MlflowException as e:
+            if unreachable(e):
+                raise
+            # another store, or deleted: nothing to close here
 
     def log_params(self, params: dict[str, Any]) -> None:
         # MLflow refuses to change a logged param, which a resumed run would try.
@@ -356,6 +458,78 @@ def sqlite_store_lock(uri: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def set_client_defaults() -> None:
+    """MLflow's client settings prodcat wants (`CLIENT_DEFAULTS`), where the user set none."""
+    for name, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def check_reachable(uri: str, advice: str) -> None:
+    """Raise `TrackingError` (with `advice`) at once when `uri` is a tracking server that does
+    not answer (any answer will do: a login page, a 404) or a database that refuses to
+    connect. Local stores are left for MLflow to open, as it says in its own words."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    try:
+        if scheme in ("http", "https"):
+            requests.get(uri, timeout=REACH_SECONDS, allow_redirects=False, stream=True).close()
+        elif scheme in DATABASES:
+            # One try: MLflow's own first connection retries for 100 s.
+            engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()
+    except requests.exceptions.SSLError:
+        return  # it answers; whether MLflow trusts its certificate is MLflow's to say
+    except STORE_ERRORS as e:
+        if not unreachable(e):
+            raise
+        what = "tracking server" if scheme.startswith("http") else "database"
+        raise TrackingError(
+            f"cannot reach the MLflow {what} at {redacted(uri)} ({reason(e)}): {advice}"
+        ) from None
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the store cannot record anything now (no connection, no answer,
+    a server error), rather than that a request was wrong (a bug: raised as it is)."""
+    if isinstance(error, (requests.RequestException, sqlalchemy.exc.OperationalError)):
+        return True
+    return isinstance(error, MlflowException) and error.get_http_status_code() >= 500
+
+
+def reason(error: BaseException) -> str:
+    """The gist of a failed request, in a few words: "connection refused", "timed out"."""
+    if isinstance(error, sqlalchemy.exc.OperationalError):
+        # The driver's last words: "connection failed: ... port 1 failed: Connection refused"
+        first = str(error.orig or error).strip().splitlines()[0]
+        return first.rsplit(":", 1)[-1].strip().lower() or first
+    text = str(error)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if found:
+        return found.group(1).strip().lower()
+    if isinstance(error, requests.Timeout) or "timed out" in text.lower():
+        return "timed out"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+@contextmanager
+def one_quick_try() -> Iterator[None]:
+    """MLflow's requests inside try once and wait 5 s at most (for a server already lost)."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {name: os.environ.get(name) for name in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _param(value: Any) -> str:
     text = "null" if value is None else str(value)
     return text if len(text) <= 500 else text[:497] + "..."
@@ -458,18 +632,81 @@ def log_pyfunc_model(folder: str | Path, name: str = "model") -> str:
     return info.model_uri
 
 
-def download_model_folder(uri: str) -> Path:
+def download_model_folder(uri: str, store: str | None = None) -> Path:
     """The prodcat model folder an MLflow URI (`runs:/<id>/model`, `models:/<name>/<version>`)
-    holds, downloaded: a run's `model` artifact holds the folder's files beside the MLflow
-    Model's; a registered model holds them under `artifacts/model_folder`."""
+    holds, downloaded (from `store`, default: MLflow's tracking URI): a run's `model` artifact
+    holds the folder's files beside the MLflow Model's; a registered model holds them under
+    `artifacts/model_folder`."""
+    set_client_defaults()
+    check_reachable(store or mlflow.get_tracking_uri(), f"{uri} cannot be downloaded")
     try:
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=store))
     except MlflowException as e:
         raise ProdcatError(f"{uri}: cannot download it from MLflow ({e.message})") from None
     for folder in (root, root / "artifacts" / MODEL_FOLDER):
         if (folder / "config.yaml").is_file():
             return folder
     raise ProdcatError(f"{uri}: holds no prodcat model folder (no config.yaml)")
+
+
+# -- a finished model folder, logged afterwards ------------------------------------------------
+
+
+def log_model_folder(
+    folder: str | Path,
+    uri: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log a finished model folder as a new MLflow run, as its training would have: the config
+    as params, each epoch's metrics, the final ones, the folder's files and the MLflow Model.
+    Where to: the folder's `tracking` settings unless given. The run its training left
+    unfinished (the store stopped answering) is marked FAILED. Returns the new run's id."""
+    folder = Path(folder)
+    if not (folder / METRICS_FILE).is_file():
+        raise ConfigError(f"{folder}: not a finished model folder (no {METRICS_FILE})")
+    cfg = load_config(folder / "config.yaml", check_family=False)
+    result = RunResult.load(folder)
+    tracking = cfg.tracking
+    set_client_defaults()
+    uri = tracking_uri(uri or tracking.uri)
+    check_reachable(uri, "start it, or give another store with --store")
+    name = run_name or tracking.run_name or default_run_name(cfg.model.family, folder)
+    logger = MlflowRun(uri, experiment or tracking.experiment, name, tags=tracking.tags)
+    sample = cfg.training.validation_rows_during
+    logger._sampled = sample is not None and sample < result.validation.rows
+    try:
+        if result.run_id is not None:
+            logger.close_stale(result.run_id, "FAILED")
+        logger.start()
+        try:
+            logger.log_params(cfg.flat())
+            # What the folder says of its training (its machine's commit and versions are
+            # not recorded there, and this one's would mislead).
+            logger.set_tags(
+                {
+                    "logged_from": str(folder.resolve()),
+                    "device": result.device,
+                    "device_type": result.device_type,
+                }
+            )
+            for record in result.history:
+                metrics = {k: v for k, v in record.items() if k != "epoch"}
+                logger.log_metrics(metrics, step=int(record["epoch"]))
+            logger.log_outputs(folder, result)
+        except BaseException:
+            with one_quick_try(), contextlib.suppress(*STORE_ERRORS):
+                mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run()
+    except STORE_ERRORS as e:
+        if not unreachable(e):
+            raise
+        raise TrackingError(
+            f"{redacted(uri)} stopped answering ({reason(e)}): {folder} is not logged; "
+            "run the same command again once the server is back"
+        ) from None
+    return logger.run_id
 
 
 # -- reading runs back ----------------------------------------------------------------------
@@ -494,7 +731,9 @@ def finished_runs(
     `files`: the names of its metrics and predictions files, downloaded into `download_to`."""
     metrics_name, predictions_name = files
     runs, seen, found_experiment = [], set(), False
+    set_client_defaults()
     for uri in stores:
+        check_reachable(uri, "start it, or leave this --store out")
         client = mlflow.MlflowClient(uri)
         try:
             exp = client.get_experiment_by_name(experiment)

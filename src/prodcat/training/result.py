@@ -53,11 +53,18 @@ class RunResult(BaseModel):
     temperature: float | None = None  # what calibration.json divides the logits by (None: off)
     members: int | None = None  # an ensemble's: its members' runs are in members/
     _model: Any = PrivateAttr(default=None)  # the best weights, on the training device
+    _not_logged: str | None = PrivateAttr(default=None)  # set by the tracker that lost its store
 
     @property
     def model(self):
         """The trained model with its best weights, in eval mode (in memory only)."""
         return self._model
+
+    @property
+    def not_logged(self) -> str | None:
+        """Why the run is not (wholly) logged, when its tracking store stopped answering;
+        None when it is, or when nothing was to be logged (in memory only)."""
+        return self._not_logged
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / METRICS_FILE

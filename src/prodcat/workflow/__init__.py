@@ -17,6 +17,7 @@ from prodcat.config import Config
 from prodcat.data.dataset import Splits
 from prodcat.errors import ConfigError
 from prodcat.models.ensemble import EnsembleConfig
+from prodcat.tracking import make_tracker
 from prodcat.training.callbacks import Callback
 from prodcat.training.ranks import Rank
 from prodcat.training.result import RunResult
@@ -47,11 +48,14 @@ def run(
 
     The run is tracked as `cfg.tracking` says (nested under `parent_run_id` if given);
     `callbacks` hear its events. `splits` reuses data already prepared with
-    `prepare_data(cfg)`. SIGTERM stops it as Ctrl-C does, keeping its checkpoint.
+    `prepare_data(cfg)`. SIGTERM stops it as Ctrl-C does, keeping its checkpoint. A tracking
+    server that does not answer fails it before any work; one that goes away during the run
+    leaves it unlogged (`RunResult.not_logged`), its model folder whole.
     """
     output = Path(output) if output is not None else default_output(cfg)
     if (rank or Rank.from_env()).main:
         check_output(cfg, output, resume)
+        make_tracker(cfg.tracking).check()  # a tracking server that is down fails it now
     with terminate_as_interrupt():
         if isinstance(cfg.model, EnsembleConfig):  # a model of models: its members are runs
             if cfg.training.teacher is not None:
