@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prodcat.errors import ConfigError
+from prodcat.tracking.metadata import redacted
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,6 @@ def storage_url(url: str | None, default: Path | None = None) -> str:
     return url
 
 
-def shown(url: str) -> str:
-    """`url` without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: shown as given (the error says why)
-        return url
-
-
 def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
     """Optuna's RDB storage at `url`, with heartbeats and retries of trials whose worker died.
     Any failure to reach the database is one ConfigError naming it."""
@@ -78,19 +69,21 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
                 )
         except ModuleNotFoundError as e:
             raise ConfigError(
-                f"--storage {shown(url)}: its driver {e.name} is not installed: "
+                f"--storage {redacted(url)}: its driver {e.name} is not installed: "
                 "pip install 'prodcat[team]'"
             ) from None
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
-            # Workers started together on a new database race to create its tables: the
-            # loser finds them made on its next try.
-            error = e
-            time.sleep(0.2 * (attempt + 1))
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
             error = e
-            break
+            # Workers started together on a new database race to create its tables (SQLite
+            # says so as "already exists" or "locked"): the loser finds them on its next try.
+            racing = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
+            if not isinstance(e, racing) and not any(
+                word in str(e) for word in ("already exists", "database is locked")
+            ):
+                break
+            time.sleep(0.2 * (attempt + 1))
     reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-    raise ConfigError(f"--storage {shown(url)}: cannot open the study database: {reason}")
+    raise ConfigError(f"--storage {redacted(url)}: cannot open the study database: {reason}")
 
 
 def quiet_surplus() -> None:
@@ -182,5 +175,6 @@ def work(
 
 
 def poll_seconds(heartbeat: int) -> float:
-    """How often a waiting worker looks at the study again."""
-    return min(5.0, max(0.5, heartbeat / 4))
+    """How often a waiting worker looks at the study again: each look is one query, and a
+    look late is the whole study's wall time late."""
+    return min(1.0, heartbeat / 4)

@@ -32,13 +32,13 @@ from prodcat.compare.study import (
     counted,
     open_storage,
     poll_seconds,
-    shown,
     storage_url,
     work,
 )
 from prodcat.config import Config, build_config
 from prodcat.errors import ConfigError
 from prodcat.tracking import Tracker, make_tracker, tracking_uri
+from prodcat.tracking.metadata import redacted
 from prodcat.training.callbacks import Callback, RunInfo
 from prodcat.training.checkpoint import CHECKPOINT
 from prodcat.training.result import METRICS_FILE, RunResult
@@ -346,10 +346,12 @@ def _sweep_study(sweep: Sweep, keys: list[str], url: str, heartbeat: int):
             break
         time.sleep(0.1)
     else:
-        raise ConfigError(f"study '{name}' in {shown(url)} lists no runs: was its creator killed?")
+        raise ConfigError(
+            f"study '{name}' in {redacted(url)} lists no runs: was its creator killed?"
+        )
     if sorted(planned) != sorted(keys):
         raise ConfigError(
-            f"study '{name}' in {shown(url)} holds another sweep's runs "
+            f"study '{name}' in {redacted(url)} holds another sweep's runs "
             f"({', '.join(planned)}): give this sweep another experiment name"
         )
     trials = counted(study.get_trials(deepcopy=False))
