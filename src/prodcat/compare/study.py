@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prodcat.errors import ConfigError
+from prodcat.errors import ConfigError, ProdcatError
 from prodcat.tracking.metadata import redacted
 
 log = logging.getLogger(__name__)
@@ -86,20 +86,21 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
     raise ConfigError(f"--storage {redacted(url)}: cannot open the study database: {reason}")
 
 
-def quiet_surplus() -> None:
-    """Optuna logs a caught exception of a trial with its traceback; a surplus trial is not
-    worth one."""
+def quiet_trial_errors() -> None:
+    """Optuna logs a failed trial's exception with its traceback. A surplus trial is worth
+    none, and prodcat says a user's mistake (a `ProdcatError`) or a stop in one line itself."""
     import optuna
 
     logger = optuna.logging.get_logger("optuna")
-    if not any(isinstance(f, _SurplusFilter) for f in logger.filters):
-        logger.addFilter(_SurplusFilter())
+    if not any(isinstance(f, _Quiet) for f in logger.filters):
+        logger.addFilter(_Quiet())
 
 
-class _SurplusFilter(logging.Filter):
+class _Quiet(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, Surplus) and "Surplus(" not in record.getMessage()
+        said = (Surplus, ProdcatError, KeyboardInterrupt)
+        return not isinstance(error, said) and "Surplus(" not in record.getMessage()
 
 
 def close_as_surplus(trial, why: str) -> None:
@@ -150,7 +151,7 @@ def work(
     """
     import optuna
 
-    quiet_surplus()
+    quiet_trial_errors()
     share = Share()
 
     def run_one(trial) -> float:

@@ -36,7 +36,7 @@ from prodcat.compare.study import (
     work,
 )
 from prodcat.config import Config, build_config
-from prodcat.errors import ConfigError
+from prodcat.errors import ConfigError, TrackingError
 from prodcat.tracking import Tracker, make_tracker, tracking_uri
 from prodcat.tracking.metadata import redacted
 from prodcat.training.callbacks import Callback, RunInfo
@@ -281,8 +281,18 @@ def share_sweep(
         others = counted(study.get_trials(deepcopy=False, states=live))
         if any(t.user_attrs.get("run") == key and t.number < trial.number for t in others):
             close_as_surplus(trial, f"{key} is trained by another worker")
-        result = _train(by_key[key], parent, callbacks, lambda text: bar.update(task, info=text))
-        trial.set_user_attr("run_id", result.run_id)
+        planned = by_key[key]
+        if planned.finished:  # trained here before, its record lost with the server
+            result = RunResult.load(planned.folder)
+            trial.set_user_attr("run_id", _logged(planned, result))
+        else:
+            result = _train(planned, parent, callbacks, lambda text: bar.update(task, info=text))
+            if result.not_logged:  # the server is gone: so is this worker, in one line
+                raise TrackingError(
+                    f"{planned.name} is not logged to MLflow: {result.not_logged}; its folder "
+                    "is whole: start this command again once the server is back"
+                )
+            trial.set_user_attr("run_id", result.run_id)
         return (result.test or result.validation).balanced_accuracy
 
     live = (TrialState.COMPLETE, TrialState.RUNNING)
@@ -317,6 +327,17 @@ def share_sweep(
     ids = {t.user_attrs.get("run_id") for t in trials if t.state == TrialState.COMPLETE}
     store = tracking_uri(runs[0].cfg.tracking.uri)
     return records_from_mlflow(sweep.experiment, [store], Path(output) / "mlflow-runs", ids)
+
+
+def _logged(planned: PlannedRun, result: RunResult) -> str:
+    """The MLflow run of a run this machine finished: its own, or, when its tracking server
+    was gone, a new one logged from its folder now (as `prodcat log` does)."""
+    from prodcat.tracking.mlflow_store import log_model_folder, run_finished
+
+    if run_finished(tracking_uri(planned.cfg.tracking.uri), result.run_id):
+        return result.run_id
+    log.info("%s: logging its finished folder %s to MLflow", planned.name, planned.folder)
+    return log_model_folder(planned.folder)
 
 
 def _key(planned: PlannedRun) -> str:
@@ -406,6 +427,13 @@ def _train(planned: PlannedRun, parent, callbacks, report: Callable[[str], None]
         parent_run_id=parent,
     )
     report(f"{planned.name}: BAC {(result.test or result.validation).balanced_accuracy:.4f}")
+    if result.not_logged:
+        log.warning(
+            "%s is not logged to MLflow (%s): once the server is back, prodcat log %s",
+            planned.name,
+            result.not_logged,
+            planned.folder,
+        )
     return result
 
 

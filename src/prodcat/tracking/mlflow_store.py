@@ -122,10 +122,7 @@ class MlflowTracker:
                 # another store, or the run was deleted: start a new one
         try:
             with sqlite_store_lock(self.uri):
-                found = client.get_experiment_by_name(self.cfg.experiment)
-                experiment = (
-                    found.experiment_id if found else client.create_experiment(self.cfg.experiment)
-                )
+                experiment = experiment_id(client, self.cfg.experiment)
             run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
             for key, value in params.items():
                 client.log_param(run_id, key, value)
@@ -199,7 +196,9 @@ class MlflowRun(Callback):
         mlflow.set_tracking_uri(self.uri)
         with sqlite_store_lock(self.uri):
             if run_id is None:
-                mlflow.set_experiment(self.experiment)
+                mlflow.set_experiment(
+                    experiment_id=experiment_id(mlflow.MlflowClient(self.uri), self.experiment)
+                )
                 tags = dict(self.tags)
                 if self.parent_run_id:
                     tags["mlflow.parentRunId"] = self.parent_run_id
@@ -458,6 +457,20 @@ def sqlite_store_lock(uri: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def experiment_id(client, name: str) -> str:
+    """The id of experiment `name`, created if new. Workers that start together on one
+    store (a sweep's, on a tracking server) race to create it: the loser finds it made."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
 def set_client_defaults() -> None:
     """MLflow's client settings prodcat wants (`CLIENT_DEFAULTS`), where the user set none."""
     for name, value in CLIENT_DEFAULTS.items():
@@ -707,6 +720,18 @@ def log_model_folder(
             "run the same command again once the server is back"
         ) from None
     return logger.run_id
+
+
+def run_finished(uri: str, run_id: str | None) -> bool:
+    """Whether `run_id` is a FINISHED run of the store at `uri` (False for None)."""
+    if run_id is None:
+        return False
+    try:
+        return mlflow.MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+    except MlflowException as e:
+        if unreachable(e):
+            raise TrackingError(f"{redacted(uri)} stopped answering ({reason(e)})") from None
+        return False  # another store, or deleted
 
 
 # -- reading runs back ----------------------------------------------------------------------
