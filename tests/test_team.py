@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,8 +55,21 @@ def study_trials(url: str, name: str):
     return study.get_trials(deepcopy=False), counted(study.get_trials(deepcopy=False))
 
 
+@pytest.fixture(scope="module")
+def server(postgres, tmp_path_factory):
+    """One MLflow tracking server on PostgreSQL for the module's tests (each its experiment)."""
+    from tests.servers import MlflowServer
+
+    server = MlflowServer(postgres.database(), tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_trial(
-    tmp_path, postgres
+    tmp_path, postgres, server
 ):
     from optuna.trial import TrialState
 
@@ -63,7 +77,7 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
     space = {
         "experiment": "team-tune",
-        "trials": 5,
+        "trials": 4,
         "startup_trials": 2,
         "set": [
             f"data.train={data}",
@@ -72,6 +86,7 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
             "training.epochs=3",
             "training.batch_size=16",
             "training.threads=1",
+            f"tracking.uri={server.uri}",
         ],
         "space": {
             "training.lr": {"low": 0.001, "high": 0.1, "log": True},
@@ -81,7 +96,7 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space), encoding="utf-8")
 
     def worker(name: str) -> subprocess.Popen:
-        args = ["tune", "space.yaml", "-o", name, "-q", "--no-track", "--storage", url]
+        args = ["tune", "space.yaml", "-o", name, "-q", "--storage", url]
         args += ["--heartbeat", str(HEARTBEAT), "--set", f"data.cache_dir=cache-{name}"]
         return prodcat(args, tmp_path, start_new_session=True)
 
@@ -98,9 +113,9 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
 
     every, counting = study_trials(url, "team-tune")
     settled = [t for t in counting if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(settled) == 5  # the trials add up to the number asked, not one more
+    assert len(settled) == 4  # the trials add up to the number asked, not one more
     values = [json.dumps(t.params, sort_keys=True) for t in settled]
-    assert len(set(values)) == 5  # no value set trained twice
+    assert len(set(values)) == 4  # no value set trained twice
     killed = [t for t in every if t.state == TrialState.FAIL and t.params]
     assert len(killed) == 1  # the killed worker's trial ...
     retried = [t for t in settled if t.system_attrs.get("failed_trial") == killed[0].number]
@@ -111,14 +126,22 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
     assert "test (scored once): BAC" in out and (tmp_path / "b" / "best.yaml").is_file()
     assert not (tmp_path / "a" / "best.yaml").exists()
 
+    # On a machine that has none of the trials' folders, the study run again is finished
+    # there: the best trial's model comes from its MLflow run on the server.
+    shutil.rmtree(tmp_path / "a")
+    shutil.rmtree(tmp_path / "b")
+    out = finish(worker("c"))
+    assert "test (scored once): BAC" in out and (tmp_path / "c" / "best.yaml").is_file()
+    assert not (tmp_path / "c" / "trials").exists()  # it trained nothing
+
 
 def test_two_compare_workers_train_every_run_once_and_the_table_matches_one_process(
-    tmp_path, postgres, mlflow_server
+    tmp_path, postgres, server
 ):
     from mlflow.tracking import MlflowClient
 
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
-    write_sweep(tmp_path / "sweep.yaml", data, mlflow_server.uri, experiment="team")
+    write_sweep(tmp_path / "sweep.yaml", data, server.uri, experiment="team")
     url = postgres.database()
 
     def worker(name: str, *extra: str) -> subprocess.Popen:
@@ -127,7 +150,7 @@ def test_two_compare_workers_train_every_run_once_and_the_table_matches_one_proc
 
     shared = [worker(n, "--storage", url, "--heartbeat", str(HEARTBEAT)) for n in ("a", "b")]
     outs = [finish(p) for p in shared]
-    alone = finish(worker("one", "--experiment", "team-alone"))
+    alone = finish(worker("one", "--no-track"))  # its table from its folders
 
     # Each run trained by exactly one worker, logged once.
     trained = {
@@ -142,7 +165,7 @@ def test_two_compare_workers_train_every_run_once_and_the_table_matches_one_proc
         "runs/weak/r0",
         "runs/weak/r1",
     ]
-    client = MlflowClient(mlflow_server.uri)
+    client = MlflowClient(server.uri)
     experiment = client.get_experiment_by_name("team")
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "variant" in r.data.tags]
     assert len(runs) == 4
