@@ -183,6 +183,21 @@ def postgres():
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def tracking_server(postgres, tmp_path_factory):
+    """One real `mlflow server` on PostgreSQL for the tests that only use it (each in its own
+    experiment); a test that stops its server takes `mlflow_server` instead."""
+    pytest.importorskip("psycopg", reason="the MLflow server's store needs psycopg")
+    from tests.servers import MlflowServer
+
+    server = MlflowServer(postgres.database(), tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def mlflow_server(postgres, tmp_path: Path):
     """A real `mlflow server` on a fresh PostgreSQL database, its artifacts proxied into the

@@ -431,3 +431,45 @@ def test_report_merges_the_runs_of_several_stores(tmp_path, run_cli):
     table = read_csv(tmp_path / "merged" / "results.csv")
     assert set(table) == {"good", "weak"}
     assert table["good"]["bac_mean"] == read_csv(tmp_path / "a" / "results.csv")["good"]["bac_mean"]
+
+
+def test_values_queued_twice_by_workers_that_start_at_once_train_once(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from prodcat.compare.study import SURPLUS
+    from prodcat.compare.tune import TuneSpec, tune
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=20)
+    spec = TuneSpec.model_validate(
+        {
+            "experiment": "twice",
+            "trials": 3,
+            "startup_trials": 3,
+            "set": [
+                f"data.train={data}",
+                "data.test_size=0.2",
+                "model.hidden_layers=[]",
+                "training.epochs=1",
+                "training.batch_size=16",
+                "training.threads=1",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                "tracking.enabled=false",
+            ],
+            "space": {"training.lr": {"low": 0.001, "high": 0.1, "log": True}},
+        }
+    )
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # Two workers each queued a failed trial's values again before either saw the other's.
+    study = optuna.create_study(study_name="twice", storage=storage, direction="maximize")
+    for _ in range(2):
+        study.enqueue_trial({"training.lr": 0.01})
+    result = tune(spec, tmp_path / "out", storage=storage, progress=False)
+
+    trials = optuna.load_study(study_name="twice", storage=storage).get_trials()
+    surplus = [t for t in trials if t.user_attrs.get(SURPLUS)]
+    settled = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(surplus) == 1 and surplus[0].number == 1 and surplus[0].params == {}
+    assert [t.params["training.lr"] for t in settled][0] == 0.01
+    assert len(settled) == 3 and len({t.params["training.lr"] for t in settled}) == 3
+    assert len(result.trials) == 3 and len(list((tmp_path / "out" / "trials").iterdir())) == 3

@@ -55,21 +55,8 @@ def study_trials(url: str, name: str):
     return study.get_trials(deepcopy=False), counted(study.get_trials(deepcopy=False))
 
 
-@pytest.fixture(scope="module")
-def server(postgres, tmp_path_factory):
-    """One MLflow tracking server on PostgreSQL for the module's tests (each its experiment)."""
-    from tests.servers import MlflowServer
-
-    server = MlflowServer(postgres.database(), tmp_path_factory.mktemp("mlflow-server"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_trial(
-    tmp_path, postgres, server
+    tmp_path, postgres, tracking_server
 ):
     from optuna.trial import TrialState
 
@@ -86,7 +73,7 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
             "training.epochs=3",
             "training.batch_size=16",
             "training.threads=1",
-            f"tracking.uri={server.uri}",
+            f"tracking.uri={tracking_server.uri}",
         ],
         "space": {
             "training.lr": {"low": 0.001, "high": 0.1, "log": True},
@@ -136,12 +123,12 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
 
 
 def test_two_compare_workers_train_every_run_once_and_the_table_matches_one_process(
-    tmp_path, postgres, server
+    tmp_path, postgres, tracking_server
 ):
     from mlflow.tracking import MlflowClient
 
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
-    write_sweep(tmp_path / "sweep.yaml", data, server.uri, experiment="team")
+    write_sweep(tmp_path / "sweep.yaml", data, tracking_server.uri, experiment="team")
     url = postgres.database()
 
     def worker(name: str, *extra: str) -> subprocess.Popen:
@@ -165,7 +152,7 @@ def test_two_compare_workers_train_every_run_once_and_the_table_matches_one_proc
         "runs/weak/r0",
         "runs/weak/r1",
     ]
-    client = MlflowClient(server.uri)
+    client = MlflowClient(tracking_server.uri)
     experiment = client.get_experiment_by_name("team")
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "variant" in r.data.tags]
     assert len(runs) == 4

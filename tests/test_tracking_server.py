@@ -68,12 +68,12 @@ def predictions(run_cli, model: str) -> list[dict]:
 
 
 def test_a_run_trained_through_the_server_predicts_from_the_server_alone(
-    mlflow_server, tmp_path, run_cli, monkeypatch
+    tracking_server, tmp_path, run_cli, monkeypatch
 ):
     import mlflow
     from mlflow import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.uri)
     model = tmp_path / "run"
     tags = ["--set", "tracking.tags.variant=mlp"]  # what `prodcat report` reads
     code, out, err = run_cli(train_args(model, "--json", *tags))
@@ -83,7 +83,7 @@ def test_a_run_trained_through_the_server_predicts_from_the_server_alone(
     expected = predictions(run_cli, str(model))
     assert {row["categories"][0]["category"] for row in expected} <= sample_categories()
 
-    client = MlflowClient(mlflow_server.uri)
+    client = MlflowClient(tracking_server.uri)
     logged = client.get_run(run_id)
     assert logged.info.status == "FINISHED"
     assert logged.data.params["training.epochs"] == "2"
@@ -91,7 +91,7 @@ def test_a_run_trained_through_the_server_predicts_from_the_server_alone(
     assert test_bac == pytest.approx(result["test"]["balanced_accuracy"])
     assert test_bac > 0.5  # a model that learned something from the sample's 7,663 titles
     # The server stored the artifacts (proxied), in its own folder, not the client's.
-    assert list((mlflow_server.root / "artifacts").rglob("model.safetensors"))
+    assert list((tracking_server.root / "artifacts").rglob("model.safetensors"))
 
     # No file of the run is left here: the server alone holds it.
     shutil.rmtree(model)
@@ -103,7 +103,7 @@ def test_a_run_trained_through_the_server_predicts_from_the_server_alone(
     assert predictions(run_cli, f"models:/prodcat-mlp/{version}") == expected
 
     code, out, err = run_cli(
-        ["report", "--experiment", "prodcat", "--store", mlflow_server.uri, "-o", "report"]
+        ["report", "--experiment", "prodcat", "--store", tracking_server.uri, "-o", "report"]
     )
     assert code == 0, err
     assert "mlp" in out and (elsewhere / "report" / "report.html").is_file()

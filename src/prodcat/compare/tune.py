@@ -241,9 +241,14 @@ def tune(
 
     def objective(trial) -> float:
         # Claimed beyond the budget (another worker took the last place first): not run.
-        ahead = [t for t in counted(study.get_trials(deepcopy=False, states=live))]
-        if sum(t.number < trial.number for t in ahead) >= total:
+        every = counted(study.get_trials(deepcopy=False))
+        ahead = [t for t in every if t.number < trial.number and t.state in live]
+        if len(ahead) >= total:
             close_as_surplus(trial, f"the study's {total} trials are taken")
+        # Failed values queued again by two workers that started at once: the first copy runs.
+        fixed = next(t for t in every if t.number == trial.number).system_attrs.get("fixed_params")
+        if fixed and any(t.params == fixed for t in ahead):
+            close_as_surplus(trial, "these values are tried by another worker")
         values = {key: dim.suggest(trial, key) for key, dim in spec.space.items()}
         cfg = trial_config(spec, values, overrides)
         cfg.training.score_test = False  # tuned on validation rows only
