@@ -51,6 +51,29 @@ def write_sweep(path, data, uri, experiment="tiny-study", variants=None, repeats
     return path
 
 
+def tiny_space(experiment, data, trials, *settings, startup_trials=1, epochs=3, space=None):
+    """A search-space file's contents: tiny MLPs on `data`, `settings` after the common ones."""
+    return {
+        "experiment": experiment,
+        "trials": trials,
+        "startup_trials": startup_trials,
+        "set": [
+            f"data.train={data}",
+            "data.test_size=0.2",
+            "model.hidden_layers=[]",
+            f"training.epochs={epochs}",
+            "training.batch_size=16",
+            "training.threads=1",
+            *settings,
+        ],
+        "space": space
+        or {
+            "training.lr": {"low": 0.001, "high": 0.1, "log": True},
+            "model.embedding_dim": {"choices": [8, 16]},
+        },
+    }
+
+
 @pytest.fixture
 def sweep_setup(tmp_path):
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
@@ -312,25 +335,9 @@ def test_a_tuning_study_resumes_and_never_reads_the_test_rows_until_the_end(tmp_
 
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = {
-        "experiment": "tiny-tune",
-        "trials": 3,
-        "startup_trials": 1,
-        "set": [
-            f"data.train={data}",
-            "data.test_size=0.2",
-            "model.hidden_layers=[]",
-            "training.epochs=3",
-            "training.batch_size=16",
-            "training.threads=1",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"tracking.uri={uri}",
-        ],
-        "space": {
-            "training.lr": {"low": 0.001, "high": 0.1, "log": True},
-            "model.embedding_dim": {"choices": [8, 16]},
-        },
-    }
+    space = tiny_space(
+        "tiny-tune", data, 3, f"data.cache_dir={tmp_path / 'cache'}", f"tracking.uri={uri}"
+    )
     space_file = tmp_path / "space.yaml"
     space_file.write_text(yaml.safe_dump(space), encoding="utf-8")
     out = tmp_path / "study"
@@ -442,22 +449,16 @@ def test_values_queued_twice_by_workers_that_start_at_once_train_once(tmp_path):
 
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=20)
     spec = TuneSpec.model_validate(
-        {
-            "experiment": "twice",
-            "trials": 3,
-            "startup_trials": 3,
-            "set": [
-                f"data.train={data}",
-                "data.test_size=0.2",
-                "model.hidden_layers=[]",
-                "training.epochs=1",
-                "training.batch_size=16",
-                "training.threads=1",
-                f"data.cache_dir={tmp_path / 'cache'}",
-                "tracking.enabled=false",
-            ],
-            "space": {"training.lr": {"low": 0.001, "high": 0.1, "log": True}},
-        }
+        tiny_space(
+            "twice",
+            data,
+            3,
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "tracking.enabled=false",
+            startup_trials=3,
+            epochs=1,
+            space={"training.lr": {"low": 0.001, "high": 0.1, "log": True}},
+        )
     )
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     # Two workers each queued a failed trial's values again before either saw the other's.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_compare import write_sweep
+from tests.test_compare import tiny_space, write_sweep
 from tests.test_training import write_titles
 
 pytest.importorskip("psycopg", reason="the study database's driver: pip install 'prodcat[team]'")
@@ -62,24 +62,9 @@ def test_two_tune_workers_share_one_postgres_study_and_finish_a_killed_ones_tria
 
     url = postgres.database()
     data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
-    space = {
-        "experiment": "team-tune",
-        "trials": 4,
-        "startup_trials": 2,
-        "set": [
-            f"data.train={data}",
-            "data.test_size=0.2",
-            "model.hidden_layers=[]",
-            "training.epochs=3",
-            "training.batch_size=16",
-            "training.threads=1",
-            f"tracking.uri={tracking_server.uri}",
-        ],
-        "space": {
-            "training.lr": {"low": 0.001, "high": 0.1, "log": True},
-            "model.embedding_dim": {"choices": [8, 16]},
-        },
-    }
+    space = tiny_space(
+        "team-tune", data, 4, f"tracking.uri={tracking_server.uri}", startup_trials=2
+    )
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space), encoding="utf-8")
 
     def worker(name: str) -> subprocess.Popen:

@@ -19,7 +19,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prodcat.errors import ConfigError, ProdcatError
@@ -36,13 +35,9 @@ class Surplus(Exception):
     """Raised in an objective to close a trial that the budget has no room for."""
 
 
-def storage_url(url: str | None, default: Path | None = None) -> str:
-    """`url`, or SQLite at `default` when none. A bare `postgresql://` names psycopg 3 (the
-    `team` extra's driver), whichever driver the installed SQLAlchemy would default to."""
-    if url is None and default is not None:
-        return f"sqlite:///{default.resolve()}"
-    if url is None:
-        raise ValueError("no storage URL and no default")
+def storage_url(url: str) -> str:
+    """`url` as SQLAlchemy should read it: a bare `postgresql://` names psycopg 3 (the `team`
+    extra's driver), whichever driver the installed SQLAlchemy would default to."""
     scheme, sep, rest = url.partition("://")
     if sep and scheme in ("postgresql", "postgres"):
         return f"postgresql+psycopg://{rest}"

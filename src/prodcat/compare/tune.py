@@ -219,7 +219,9 @@ def tune(
     # values again, resuming from the checkpoint in the trial's folder where there is one.
     study = optuna.create_study(
         study_name=spec.experiment,
-        storage=open_storage(storage_url(storage, output / STUDY_DB), heartbeat),
+        storage=open_storage(
+            storage_url(storage or f"sqlite:///{(output / STUDY_DB).resolve()}"), heartbeat
+        ),
         direction="maximize",
         load_if_exists=True,
         sampler=trial_seeded(
@@ -349,7 +351,7 @@ def _finish(study, spec: TuneSpec, output: Path, overrides, share: Share) -> Tun
     complete = [t for t in every if t.state == TrialState.COMPLETE]
     if not complete:
         raise ConfigError(f"study {spec.experiment}: no trial finished")
-    best = max(complete, key=lambda t: (t.value, -t.number))
+    best = study.best_trial  # of the complete trials: never a surplus one (those failed)
     cfg = trial_config(spec, best.params, overrides)
     if not share.finishes(every):
         log.info("study %s: finished by the worker of its last trial", spec.experiment)
