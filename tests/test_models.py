@@ -192,6 +192,27 @@ def test_the_full_rank_linear_model_scores_categories_from_the_bag(tmp_path):
     assert scores[2] == 0
 
 
+def test_the_linear_bags_norm_counts_a_repeated_feature_once_or_at_each_occurrence(tmp_path):
+    distinct, featurizer = linear_model(tmp_path, **FULL_RANK)
+    occurrences, _ = linear_model(tmp_path, **FULL_RANK, **{"model.norm": "occurrences"})
+    for model in (distinct, occurrences):
+        with torch.no_grad():
+            model.embedder.table.weight[: model.embedder.char_start, 0] = 1.0  # words
+    idf = distinct.embedder.idf
+    cuero, bolso = (int(i) for i in featurizer.ids(["cuero", "bolso"])[:, 0])
+    # No feature repeated: the same bag.
+    once = featurizer(["bolso cuero"])
+    torch.testing.assert_close(distinct(once), occurrences(once))
+    # "bolso" twice weighs 2 idf in the sum either way; the norm squares 2 idf once, or adds
+    # idf squared twice.
+    twice = featurizer(["bolso cuero bolso"])
+    total = 2 * idf[bolso] + idf[cuero]
+    expected = total / torch.sqrt((2 * idf[bolso]) ** 2 + idf[cuero] ** 2)
+    torch.testing.assert_close(distinct(twice)[0, 0], expected, rtol=1e-5, atol=1e-6)
+    expected = total / torch.sqrt(2 * idf[bolso] ** 2 + idf[cuero] ** 2)
+    torch.testing.assert_close(occurrences(twice)[0, 0], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_the_linear_family_leaves_out_features_seen_fewer_than_min_count_times(tmp_path):
     model, featurizer = linear_model(tmp_path, **{"model.min_count": 3})
     common, rare = (int(i) for i in featurizer.ids(["cuero", "bolso"])[:, 0])

@@ -63,6 +63,13 @@ class LinearConfig(TableConfig):
         ge=1,
         description="features seen fewer times in training weigh 0 (scikit-learn's min_df)",
     )
+    norm: Literal["distinct", "occurrences"] = Field(
+        "distinct",
+        description="the bag's L2 norm over its distinct features, one seen twice weighing "
+        "2 idf (scikit-learn's), or over every occurrence, each weighing its idf: the same "
+        "bag but for titles that repeat a feature, and no search for repeats when a title is "
+        "served (a third less time per title under ONNX Runtime for configs/fast.yaml)",
+    )
 
     @model_validator(mode="after")
     def _full_rank_has_no_hidden_layers(self) -> LinearConfig:
@@ -86,6 +93,7 @@ class BagEmbedder(nn.Module):
         ngrams = featurizer.buckets if isinstance(featurizer, NgramFeaturizer) else 0
         self.char_start = self.n_ids - ngrams
         self.separate_norms = cfg.separate_norms
+        self.occurrence_norm = cfg.norm == "occurrences"
         self.min_count = cfg.min_count
         rows = self.n_ids + self.buckets
         # A full-rank model starts as linear models do, every category scoring 0 (built
@@ -133,21 +141,25 @@ class BagEmbedder(nn.Module):
         positions = used.view(-1).nonzero().squeeze(1)
         flat = ids.view(-1)[positions]
         owner = torch.div(positions, width, rounding_mode="trunc")  # ids are >= 0: one Div
-        # The bag's Euclidean norm over distinct features (a feature twice in a title weighs
-        # 2 idf), as TfidfVectorizer's: each (title, feature) pair once, with its count. With
-        # separate_norms, the words' part (with bigrams) and the n-grams' part each have theirs.
-        rows = len(self.idf)
-        pairs, where, counts = torch.unique(
-            owner * rows + flat, return_inverse=True, return_counts=True
-        )
-        feature = pairs % rows
-        pair_part = torch.div(pairs, rows, rounding_mode="trunc") * 2
+        # The bag's Euclidean norm, two per title: with separate_norms, the words' part (with
+        # bigrams) and the n-grams' part each have theirs.
+        part = owner * 2
         if self.separate_norms:
-            pair_part = pair_part + _is_ngram(feature, self.char_start, self.n_ids)
-        pair_weight = counts.to(self.idf.dtype) * self.idf[feature]
+            part = part + _is_ngram(flat, self.char_start, self.n_ids)
+        idf = self.idf[flat]
         norm = torch.zeros(2 * n, dtype=self.idf.dtype, device=ids.device)
-        norm = norm.scatter_add(0, pair_part, pair_weight * pair_weight)
-        weights = self.idf[flat] / norm.sqrt().clamp(min=1e-6)[pair_part[where]]
+        if self.occurrence_norm:
+            norm = norm.scatter_add(0, part, idf * idf)
+        else:  # over distinct features, as TfidfVectorizer's: each (title, feature) pair once
+            rows = len(self.idf)
+            pairs, counts = torch.unique(owner * rows + flat, return_counts=True)
+            feature = pairs % rows
+            pair_part = torch.div(pairs, rows, rounding_mode="trunc") * 2
+            if self.separate_norms:
+                pair_part = pair_part + _is_ngram(feature, self.char_start, self.n_ids)
+            pair_weight = counts.to(self.idf.dtype) * self.idf[feature]
+            norm = norm.scatter_add(0, pair_part, pair_weight * pair_weight)
+        weights = idf / norm.sqrt().clamp(min=1e-6)[part]
         if torch.onnx.is_in_onnx_export():
             # ONNX has no bag operator (torch writes embedding_bag as a loop over titles):
             # the weighted rows, summed per title.
