@@ -4,7 +4,10 @@ and mistakes are one-line errors."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import random
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from prodcat.data.batches import Batch
 from prodcat.errors import ConfigError
 from prodcat.evaluation.evaluate import weighted_loss
 from prodcat.workflow import run
+from prodcat.workflow.distill import perturb
 from tests.test_training import small_overrides, write_titles
 
 
@@ -103,6 +107,8 @@ def test_a_teacher_named_by_its_config_trains_first_beside_the_student(tmp_path)
 def test_teacher_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="neither a model folder nor a config file"):
         small_run(tmp_path, "a", **{"training.teacher": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="distill_copies are labelled by a teacher"):
+        small_run(tmp_path, "e", **{"training.distill_copies": 2})
     with pytest.raises(ConfigError, match="set mixup: 0 to distil"):
         small_run(tmp_path, "b", **{"training.teacher": str(tmp_path), "training.mixup": 0.2})
     (tmp_path / "empty").mkdir()
@@ -116,3 +122,51 @@ def test_teacher_mistakes_are_one_line_errors(tmp_path):
     small_run(tmp_path, "guitars", **{"data.train": str(other), "training.epochs": 1})
     with pytest.raises(ConfigError, match="the teacher knows no category 'SOUND_CARDS'"):
         small_run(tmp_path, "d", **{"training.teacher": str(tmp_path / "guitars")})
+
+
+def test_perturbed_copies_of_the_training_titles_join_them_with_the_teachers_probabilities(
+    tmp_path,
+):
+    teacher = small_run(tmp_path, "teacher")
+    distil = {"training.teacher": str(tmp_path / "teacher"), "training.distill_weight": 1.0}
+    student = small_run(tmp_path, "student", **distil, **{"training.distill_copies": 3})
+    assert student.train_rows == 4 * teacher.train_rows
+    assert student.test.balanced_accuracy > 0.9
+    [transfer] = list((tmp_path / "c" / "teachers").glob("*.transfer.jsonl.gz"))
+    with gzip.open(transfer, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == student.train_rows
+    originals = rows[::4]
+    with open(tmp_path / "train.jsonl", encoding="utf-8") as f:
+        written = {(r["title"], r["category"]) for r in map(json.loads, f)}
+    # Each training row as read, then its copies: the same category, the training titles'
+    # words, and not all the same title again.
+    assert {(r["title"], r["category"]) for r in originals} <= written
+    words = {word for title, _ in written for word in title.split()}
+    changed = 0
+    for i, original in enumerate(originals):
+        for copy in rows[4 * i + 1 : 4 * i + 4]:
+            assert copy["category"] == original["category"]
+            assert copy["title"] and set(copy["title"].split()) <= words
+            changed += copy["title"] != original["title"]
+    assert changed > 0.5 * 3 * len(originals)
+    [targets] = list((tmp_path / "c" / "teachers").glob("*.npz"))
+    with np.load(targets) as saved:
+        assert saved["probs"].shape[0] == student.train_rows
+        # The teacher is surer of its own training titles than of their copies.
+        top = saved["probs"][:, 0].reshape(-1, 4)
+        assert top[:, 0].mean() > top[:, 1:].mean() + 0.02
+    # Written once: the same student again reads both files as they are.
+    stamp = transfer.stat().st_mtime_ns
+    again = small_run(tmp_path, "student-2", **distil, **{"training.distill_copies": 3})
+    assert transfer.stat().st_mtime_ns == stamp
+    assert again.test.balanced_accuracy == student.test.balanced_accuracy
+
+
+def test_a_copy_of_a_title_is_never_empty_and_the_same_for_the_same_seed():
+    title, other = ["placa", "de", "sonido", "behringer"], ["guitarra", "criolla", "fonseca"]
+    draws = [perturb(title, other, title + other, random.Random(seed)) for seed in range(200)]
+    assert all(draws)
+    assert draws == [perturb(title, other, title + other, random.Random(s)) for s in range(200)]
+    assert len({tuple(d) for d in draws}) > 20
+    assert any("guitarra" not in d and "fonseca" in d for d in draws)  # half of another

@@ -249,6 +249,15 @@ class TrainingConfig(StrictModel):
     teacher_top_k: int = Field(
         16, ge=1, description="the teacher's most likely categories kept per title"
     )
+    distill_copies: int = Field(
+        0,
+        ge=0,
+        description="with a teacher, perturbed copies of each training title (a span of its "
+        "words, words dropped or swapped for other titles' words, half of it joined to half "
+        "of another) that the student also learns the teacher's probabilities on: a teacher "
+        "is all but certain of its own training titles, and the copies show what else it "
+        "knows (the training split grows copies + 1 times)",
+    )
     ema_decay: float = Field(
         0.0,
         ge=0,
@@ -318,6 +327,8 @@ class TrainingConfig(StrictModel):
     def _teacher_without_mixup(self) -> TrainingConfig:
         if self.teacher is not None and self.mixup:
             raise ValueError("a teacher's probabilities are per title: set mixup: 0 to distil")
+        if self.distill_copies and self.teacher is None:
+            raise ValueError("distill_copies are labelled by a teacher: set training.teacher")
         return self
 
     @model_validator(mode="after")

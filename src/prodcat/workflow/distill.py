@@ -12,9 +12,11 @@ by the teacher's files, the rows and those settings. The student's training spli
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +27,8 @@ import torch
 from prodcat.atomic import atomic_path
 from prodcat.config import Config, build_config, load_config
 from prodcat.data.cache import default_cache_root
-from prodcat.data.dataset import Splits
+from prodcat.data.dataset import Split, Splits, file_split
+from prodcat.data.readers import TableReader, bundled_sample
 from prodcat.errors import ConfigError, ProdcatError
 from prodcat.evaluation.evaluate import predict_split
 from prodcat.models.folder import load_model_folder
@@ -83,35 +86,44 @@ def _same_config(folder: Path, cfg: Config) -> bool:
 
 
 def with_teacher(cfg: Config, splits: Splits, folder: Path) -> Splits:
-    """`splits` with the teacher's top categories and probabilities on the training rows."""
-    ids, probs = teacher_targets(cfg, splits, folder)
-    return replace(splits, train=replace(splits.train, teacher=(ids, probs)))
+    """`splits` with the teacher's top categories and probabilities on the training rows
+    (and, with `training.distill_copies`, on their perturbed copies, which join them)."""
+    train, source = splits.train, Path(cfg.data.train or bundled_sample())
+    if cfg.training.distill_copies:
+        source = transfer_file(cfg, splits)
+        data = cfg.data.model_copy(update={"format": "jsonl"})
+        train = file_split(source, data, splits.featurizer, splits.labels, "train")
+        log.info("teacher: %s training rows with their copies", f"{len(train):,}")
+    ids, probs = teacher_targets(cfg, splits.labels.names, train, source, folder)
+    return replace(splits, train=replace(train, teacher=(ids, probs)))
 
 
-def teacher_targets(cfg: Config, splits: Splits, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, k) class ids (the student's) and probabilities summing to 1 of the teacher's
-    most likely categories for each training row; cached."""
-    t, train = cfg.training, splits.train
-    key = _targets_key(cfg, splits, folder)
-    cache = Path(cfg.data.cache_dir or default_cache_root()) / "teachers" / f"{key}.npz"
+def teacher_targets(
+    cfg: Config, names: list[str], train: Split, source: Path, folder: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, k) class ids (of `names`, the student's) and probabilities summing to 1 of the
+    teacher's most likely categories for each row of `train`, read from `source`; cached."""
+    t = cfg.training
+    key = _targets_key(cfg, names, train, folder)
+    cache = _cache(cfg) / f"{key}.npz"
     if cache.is_file():
         with np.load(cache) as saved:
             log.info("teacher: probabilities of %s rows from %s", f"{len(train):,}", cache)
             return saved["ids"].astype(np.int64), saved["probs"].astype(np.float32)
     teacher = load_model_folder(folder)
-    names = {name: i for i, name in enumerate(splits.labels.names)}
     known = set(teacher.labels.names)
-    unknown = [name for name in splits.labels.names if name not in known]
+    unknown = [name for name in names if name not in known]
     if unknown:
         raise ConfigError(
             f"{folder}: the teacher knows no category {unknown[0]!r} of the training rows "
             f"({len(unknown)} in all): train it on the same data"
         )
-    to_student = np.array([names.get(name, -1) for name in teacher.labels.names])
-    rows = teacher.reader.split(cfg.data.train, teacher.labels, "teacher")
+    student = {name: i for i, name in enumerate(names)}
+    to_student = np.array([student.get(name, -1) for name in teacher.labels.names])
+    rows = teacher.reader.split(source, teacher.labels, "teacher")
     if len(rows) != train.file.n_rows:
         raise ConfigError(
-            f"{folder}: the teacher reads {len(rows):,} rows of {cfg.data.train}, this run "
+            f"{folder}: the teacher reads {len(rows):,} rows of {source}, this run "
             f"{train.file.n_rows:,}: give it the same data settings (data.max_rows, filters)"
         )
     rows = rows.subset(train.rows)  # the cache's rows are the file's: the same positions
@@ -137,7 +149,7 @@ def teacher_targets(cfg: Config, splits: Splits, folder: Path) -> tuple[np.ndarr
     return ids.astype(np.int64), probs.astype(np.float32)
 
 
-def _targets_key(cfg: Config, splits: Splits, folder: Path) -> str:
+def _targets_key(cfg: Config, names: list[str], train: Split, folder: Path) -> str:
     """What the teacher's probabilities depend on: its files (the manifest lists them with
     their digests), the training rows of the file and the distillation settings."""
     digest = hashlib.sha256()
@@ -148,10 +160,80 @@ def _targets_key(cfg: Config, splits: Splits, folder: Path) -> str:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             stat = path.stat()
             digest.update(f"{path.relative_to(folder)} {stat.st_size} {stat.st_mtime_ns}".encode())
-    train = splits.train
     digest.update(json.dumps(train.file.meta, sort_keys=True, default=str).encode())
     digest.update(np.ascontiguousarray(train.rows).tobytes())
     t = cfg.training
-    settings = [t.distill_temperature, t.teacher_top_k, list(splits.labels.names)]
+    settings = [t.distill_temperature, t.teacher_top_k, list(names)]
     digest.update(json.dumps(settings).encode())
     return digest.hexdigest()[:24]
+
+
+def _cache(cfg: Config) -> Path:
+    return Path(cfg.data.cache_dir or default_cache_root()) / "teachers"
+
+
+def transfer_file(cfg: Config, splits: Splits) -> Path:
+    """The titles the teacher labels for the student: each training row as read, then
+    `training.distill_copies` perturbed copies of it (`perturb`), each with the row's
+    category, quality and language, as JSON lines in the cache, written once for the same
+    rows, copies and seed. The rows are read again from the training file, a block at a
+    time; a copy's other words come from the titles of its block."""
+    train, copies, seed = splits.train, cfg.training.distill_copies, cfg.data.seed
+    digest = hashlib.sha256(json.dumps(train.file.meta, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(train.rows).tobytes())
+    digest.update(json.dumps([PERTURB_VERSION, copies, seed]).encode())
+    path = _cache(cfg) / f"{digest.hexdigest()[:24]}.transfer.jsonl.gz"
+    if path.is_file():
+        return path
+    source = Path(cfg.data.train or bundled_sample())
+    reader = TableReader(source, cfg.data.columns, cfg.data.format)
+    lines = np.sort(np.asarray(train.file.lines)[train.rows])
+    columns = {f: getattr(cfg.data.columns, f) for f in ("text", "label", "quality", "language")}
+    rng = random.Random(f"prodcat transfer {seed}")
+    log.info("teacher: writing %s copies of each training title to %s", copies, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as partial, gzip.open(partial, "wt", encoding="utf-8") as out:
+        for batch in reader.batches():
+            keep = np.flatnonzero(np.isin(batch.lines, lines))
+            if not len(keep):
+                continue
+            fields = {
+                f: column.take(keep).to_pylist()
+                for f in columns
+                if (column := batch.column(f)) is not None
+            }
+            titles = [str(title).split() for title in fields["text"]]
+            words = [word for title in titles for word in title]
+            for i, title in enumerate(titles):
+                row = {columns[f]: values[i] for f, values in fields.items()}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                for _ in range(copies):
+                    other = titles[rng.randrange(len(titles))]
+                    row[columns["text"]] = " ".join(perturb(title, other, words, rng))
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+PERTURB_VERSION = 1  # a change to `perturb` writes the transfer files anew
+
+
+def perturb(title: list[str], other: list[str], words: list[str], rng: random.Random) -> list[str]:
+    """A copy of a title's words to ask a teacher about (Tang et al., 2019, "Distilling
+    task-specific knowledge from BERT into simple neural networks", augment their transfer
+    set alike): a span of it (30 % of copies), each word dropped (20 %) or swapped for one of
+    `words` (10 %), and the first half of that joined to the second half of `other` (15 %).
+    Never empty."""
+    if len(title) > 2 and rng.random() < 0.3:
+        n = rng.randint(2, len(title) - 1)
+        start = rng.randint(0, len(title) - n)
+        title = title[start : start + n]
+    copy = []
+    for word in title:
+        draw = rng.random()
+        if draw < 0.2:
+            continue
+        copy.append(rng.choice(words) if draw < 0.3 else word)
+    copy = copy or title[:1]
+    if other and rng.random() < 0.15:
+        copy = copy[: max(1, len(copy) // 2)] + other[len(other) // 2 :]
+    return copy
