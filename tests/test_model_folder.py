@@ -137,3 +137,37 @@ def test_a_finished_run_folder_holds_what_prediction_needs_readable_by_all(small
     for path in small_model.rglob("*"):
         if path.is_file():
             assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_weights_stored_in_float16_halve_the_folder_and_score_as_it_holds_them(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from prodcat.workflow import run
+
+    data = write_titles(tmp_path / "train.jsonl", rows_per_category=30)
+    folders = {}
+    for half in (False, True):
+        settings = {"data.train": str(data), "data.test_size": 0.2, "training.epochs": 3}
+        settings["training.weights_float16"] = half
+        cfg = build_config(overrides=small_overrides(tmp_path, **settings))
+        folders[half] = (run(cfg, tmp_path / f"half-{half}"), tmp_path / f"half-{half}")
+    (full, full_folder), (result, folder) = folders[False], folders[True]
+    with safe_open(str(folder / WEIGHTS), "pt") as f:
+        dtypes = {name: f.get_tensor(name).dtype for name in f.keys()}
+    assert dtypes["embedder.tokens.weight"] == dtypes["head.0.weight"] == torch.float16, dtypes
+    assert all(dtype != torch.float16 for name, dtype in dtypes.items() if "bias" in name)
+    ratio = (folder / WEIGHTS).stat().st_size / (full_folder / WEIGHTS).stat().st_size
+    assert 0.45 < ratio < 0.6, ratio
+    # The run scored the weights the folder holds: reloaded, the same probabilities.
+    with open(data, encoding="utf-8") as f:
+        titles = [json.loads(line)["title"] for line in f][::7]
+    clf = Classifier.load(folder)
+    with torch.no_grad():
+        in_memory = torch.softmax(result.model.cpu()(clf.batch(titles)), 1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(titles), in_memory, rtol=1e-6, atol=1e-7)
+    # The same training otherwise: float16's rounding moves a probability by little.
+    np.testing.assert_allclose(
+        clf.predict_proba(titles), Classifier.load(full_folder).predict_proba(titles), atol=2e-3
+    )
+    assert result.test.balanced_accuracy == pytest.approx(full.test.balanced_accuracy, abs=0.02)

@@ -308,6 +308,12 @@ class TrainingConfig(StrictModel):
         "as large as the model or twice) in a finished run's folder, to extend the run with "
         "--resume and more epochs; false: the folder holds what prediction needs",
     )
+    weights_float16: bool = Field(
+        False,
+        description="store the finished model's weight matrices in 16 bits: half the folder, "
+        "widened to float32 when loaded (the predictions then differ by float16's rounding; "
+        "an ensemble's members alike)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")

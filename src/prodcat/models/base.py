@@ -380,9 +380,12 @@ class TextClassifier(nn.Module):
         model.init_report = model.initialise(featurizer) if initialise else {}
         return model
 
-    def save_weights(self, folder: Path) -> None:
-        """Write the weights into a model folder being written."""
+    def save_weights(self, folder: Path, float16: bool = False) -> None:
+        """Write the weights into a model folder being written; `float16`: its float
+        matrices in 16 bits (`load_state_dict` widens them back to the model's float32)."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        if float16:
+            state = float16_state(state)
         try:
             save_file(state, str(folder / WEIGHTS))
         except SafetensorError as e:  # how safetensors reports a full disk
@@ -404,6 +407,20 @@ class TextClassifier(nn.Module):
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ProdcatError(f"{folder / WEIGHTS}: cannot load the weights ({reason})") from None
         return model, TitleReader(cfg.data, featurizer)
+
+
+def float16_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with each float32 matrix in float16 where float16 holds it (no value beyond
+    its range); vectors (biases, idf, scales) and everything else as they are."""
+    return {name: _half(tensor) for name, tensor in state.items()}
+
+
+def _half(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dtype != torch.float32 or tensor.dim() < 2:
+        return tensor
+    if tensor.numel() and tensor.abs().max() >= torch.finfo(torch.float16).max:
+        return tensor
+    return tensor.half()
 
 
 class IdsAndLengths(nn.Module):

@@ -294,9 +294,9 @@ class EnsembleModel(nn.Module):
     def onnx_module(self, reader: MemberReader) -> nn.Module:
         return EnsembleGraph(self, reader)
 
-    def save_weights(self, folder: Path) -> None:
+    def save_weights(self, folder: Path, float16: bool = False) -> None:
         """`ensemble.json`: the members' sub-folders (saved there by their own runs, or
-        copied) and the weights."""
+        copied; `float16` is theirs to apply) and the weights."""
         EnsembleSpec(self.folders, self.weights, self.fitted_on).save(folder)
 
     @classmethod

@@ -65,7 +65,7 @@ def write_model_files(
     labels.save(folder / "labels.txt")
     if featurizer is not None:
         featurizer.save(folder)
-    model.save_weights(folder)
+    model.save_weights(folder, float16=cfg.training.weights_float16)
     if calibration is not None:
         calibration.save(folder)
     write_manifest(folder, in_place)

@@ -39,6 +39,7 @@ from prodcat.data.batches import Batch
 from prodcat.data.dataset import Split, Splits
 from prodcat.errors import ConfigError
 from prodcat.evaluation.evaluate import evaluate_split, weighted_loss
+from prodcat.models.base import float16_state
 from prodcat.models.folder import build_model
 from prodcat.progress import progress_bar
 from prodcat.training.batch_size import auto_batch_size
@@ -523,6 +524,8 @@ class Trainer:
         """Score the best weights, and on rank 0 write the model folder around them."""
         state, history, model = self.state, self.state.history, self.model
         model.load_state_dict(self.best_weights)
+        if self.t.weights_float16:  # scored as the folder will hold them
+            model.load_state_dict(float16_state(model.state_dict()))
         # What only training needs goes before the scoring: the optimizer's moments, the
         # weight averages and the best weights' copy are 3-4 times the word table.
         self.optimizer = self.schedule = self.ema = self.swa = self.best_weights = None
