@@ -7,7 +7,9 @@ data section (both then see the same training, validation and test rows), into
 probabilities on the student's training rows, at `training.distill_temperature` and cut to its
 `teacher_top_k` most likely categories, are computed once and cached in the data cache, keyed
 by the teacher's files, the rows and those settings. The student's training split carries them
-(`Split.teacher`), and the loss adds the divergence from them (`weighted_loss`).
+(`Split.teacher`), and the loss adds the divergence from them (`weighted_loss`). With
+`training.distill_copies`, the teacher also answers on perturbed copies of each training title
+(`transfer_file`, `perturb`), which join the student's training split.
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ def transfer_file(cfg: Config, splits: Splits) -> Path:
             for i, title in enumerate(titles):
                 row = {columns[f]: values[i] for f, values in fields.items()}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                for _ in range(copies):
+                for _ in range(copies if title else 0):
                     other = titles[rng.randrange(len(titles))]
                     row[columns["text"]] = " ".join(perturb(title, other, words, rng))
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
