@@ -59,8 +59,8 @@ def served_bytes(folder: Path, graph: Path | None = None) -> int:
     return total
 
 
-def latency(predict, titles: list[str], warmup: list[str]) -> tuple[float, float]:
-    """p50 and p99 seconds of predict([title]) over `titles`, after `warmup`."""
+def timings(predict, titles: list[str], warmup: list[str]) -> list[float]:
+    """Seconds of each predict([title]) over `titles`, after `warmup`."""
     for title in warmup:
         predict([title])
     times = []
@@ -68,7 +68,18 @@ def latency(predict, titles: list[str], warmup: list[str]) -> tuple[float, float
         started = time.perf_counter()
         predict([title])
         times.append(time.perf_counter() - started)
+    return times
+
+
+def latency(predict, titles: list[str], warmup: list[str]) -> tuple[float, float]:
+    """p50 and p99 seconds of predict([title]) over `titles`, after `warmup`."""
+    times = timings(predict, titles, warmup)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def fasttext_predict(model):
+    """fastText's predict over raw titles, as prodcat's: the titles' words as trained."""
+    return lambda batch: model.predict([words(t) for t in batch])
 
 
 def bac(test: list[dict], predicted: list[str]) -> float:
@@ -97,12 +108,8 @@ def fasttext_rows(train, test, out: Path, seed: int, warmup: list[str]) -> list[
             seconds += time.perf_counter() - started
         file = out / ("fasttext.ftz" if "quantised" in name else "fasttext.bin")
         model.save_model(str(file))
-
-        def predict(batch, model=model):
-            return model.predict([words(t) for t in batch])
-
         labels, _ = model.predict([words(r["title"]) for r in test])
-        p50, p99 = latency(predict, titles, warmup)
+        p50, p99 = latency(fasttext_predict(model), titles, warmup)
         rows.append(
             {
                 "tool": name,
@@ -207,33 +214,27 @@ def side_by_side(out: Path, test: list[dict], warmup: list[str], configs: list[s
     answering a block in turn after 50 warm-up titles (title by title in turn, every model
     evicts the others' tables from the caches: fastText took 116 µs, not ~50)."""
     import fasttext
+    import torch
 
     from prodcat import Classifier
     from prodcat.serving.onnx_runtime import OnnxClassifier
 
     predictors = {}
     for name in ("fasttext.bin", "fasttext.ftz"):
-        model = fasttext.load_model(str(out / name))
-        predictors[name] = lambda batch, m=model: m.predict([words(t) for t in batch])
+        predictors[name] = fasttext_predict(fasttext.load_model(str(out / name)))
     for config in configs:
         folder = out / f"{config}-seed0"
         predictors[f"{config} torch"] = Classifier.load(folder).predict
         for graph in sorted(folder.glob("model.*.onnx")):
             mode = graph.name.split(".")[1]
             predictors[f"{config} {mode}"] = OnnxClassifier.load(folder, graph, threads=1).predict
-    import torch
-
     torch.set_num_threads(1)
     titles = [row["title"] for row in test[:LATENCY_TITLES]]
     times = {name: [] for name in predictors}
     for start in range(0, len(titles), 250):
         for name, predict in predictors.items():
-            for title in warmup[start // 5 : start // 5 + 50]:
-                predict([title])
-            for title in titles[start : start + 250]:
-                started = time.perf_counter()
-                predict([title])
-                times[name].append(time.perf_counter() - started)
+            block, warm = titles[start : start + 250], warmup[start // 5 : start // 5 + 50]
+            times[name] += timings(predict, block, warm)
     reference = float(np.percentile(times["fasttext.bin"], 50))
     lines = ["| model | one title p50 µs (÷ fastText) | p99 µs |", "|---|---|---|"]
     for name, seconds in times.items():

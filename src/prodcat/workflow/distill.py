@@ -92,7 +92,7 @@ def with_teacher(cfg: Config, splits: Splits, folder: Path) -> Splits:
     (and, with `training.distill_copies`, on their perturbed copies, which join them)."""
     train, source = splits.train, Path(cfg.data.train or bundled_sample())
     if cfg.training.distill_copies:
-        source = transfer_file(cfg, splits)
+        source = transfer_file(cfg, splits.train, source)
         data = cfg.data.model_copy(update={"format": "jsonl"})
         train = file_split(source, data, splits.featurizer, splits.labels, "train")
         log.info("teacher: %s training rows with their copies", f"{len(train):,}")
@@ -162,32 +162,36 @@ def _targets_key(cfg: Config, names: list[str], train: Split, folder: Path) -> s
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             stat = path.stat()
             digest.update(f"{path.relative_to(folder)} {stat.st_size} {stat.st_mtime_ns}".encode())
-    digest.update(json.dumps(train.file.meta, sort_keys=True, default=str).encode())
-    digest.update(np.ascontiguousarray(train.rows).tobytes())
+    _add_rows(digest, train)
     t = cfg.training
     settings = [t.distill_temperature, t.teacher_top_k, list(names)]
     digest.update(json.dumps(settings).encode())
     return digest.hexdigest()[:24]
 
 
+def _add_rows(digest, split: Split) -> None:
+    """Which rows of which cached file `split` holds, into a running hash."""
+    digest.update(json.dumps(split.file.meta, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(split.rows).tobytes())
+
+
 def _cache(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir or default_cache_root()) / "teachers"
 
 
-def transfer_file(cfg: Config, splits: Splits) -> Path:
-    """The titles the teacher labels for the student: each training row as read, then
-    `training.distill_copies` perturbed copies of it (`perturb`), each with the row's
-    category, quality and language, as JSON lines in the cache, written once for the same
-    rows, copies and seed. The rows are read again from the training file, a block at a
-    time; a copy's other words come from the titles of its block."""
-    train, copies, seed = splits.train, cfg.training.distill_copies, cfg.data.seed
-    digest = hashlib.sha256(json.dumps(train.file.meta, sort_keys=True, default=str).encode())
-    digest.update(np.ascontiguousarray(train.rows).tobytes())
+def transfer_file(cfg: Config, train: Split, source: Path) -> Path:
+    """The titles the teacher labels for the student: each row of `train` as read from
+    `source`, then `training.distill_copies` perturbed copies of it (`perturb`), each with the
+    row's category, quality and language, as JSON lines in the cache, written once for the
+    same rows, copies and seed. The rows are read again from `source`, a block at a time; a
+    copy's other words come from the titles of its block."""
+    copies, seed = cfg.training.distill_copies, cfg.data.seed
+    digest = hashlib.sha256()
+    _add_rows(digest, train)
     digest.update(json.dumps([PERTURB_VERSION, copies, seed]).encode())
     path = _cache(cfg) / f"{digest.hexdigest()[:24]}.transfer.jsonl.gz"
     if path.is_file():
         return path
-    source = Path(cfg.data.train or bundled_sample())
     reader = TableReader(source, cfg.data.columns, cfg.data.format)
     lines = np.sort(np.asarray(train.file.lines)[train.rows])
     columns = {f: getattr(cfg.data.columns, f) for f in ("text", "label", "quality", "language")}
