@@ -160,14 +160,10 @@ class BagEmbedder(nn.Module):
             pair_weight = counts.to(self.idf.dtype) * self.idf[feature]
             norm = norm.scatter_add(0, pair_part, pair_weight * pair_weight)
         weights = idf / norm.sqrt().clamp(min=1e-6)[part]
-        if torch.onnx.is_in_onnx_export():
-            # ONNX has no bag operator (torch writes embedding_bag as a loop over titles):
-            # the weighted rows, summed per title.
-            scaled = self.table.weight[flat] * weights.unsqueeze(1)
-            zeros = torch.zeros(n, self.dim, dtype=scaled.dtype, device=ids.device)
-            return self.dropout(RowSum.apply(zeros, owner, scaled))
         per_title = used.sum(1)
         offsets = torch.cumsum(per_title, 0) - per_title
+        if torch.onnx.is_in_onnx_export():
+            return self.dropout(self._slot_bag(flat, weights, owner, per_title, offsets))
         table, rows = self.table.weight, flat
         if torch.is_grad_enabled() and table.requires_grad:
             # Look each distinct feature up once and bag those rows: the sparse gradient then
@@ -180,21 +176,23 @@ class BagEmbedder(nn.Module):
         )
         return self.dropout(bag)
 
-
-class RowSum(torch.autograd.Function):
-    """`base` (n, D) plus the rows of `values` (m, D) added at rows `owner` (m,): index_add,
-    exported as ONNX's ScatterND with reduction add, which adds a row at a time (torch's
-    scatter_add becomes ScatterElements, which adds an element at a time: 600 µs, not 40,
-    for one title of configs/fast.yaml)."""
-
-    @staticmethod
-    def forward(ctx, base: torch.Tensor, owner: torch.Tensor, values: torch.Tensor):
-        return base.index_add(0, owner, values)
-
-    @staticmethod
-    def symbolic(g, base, owner, values):
-        index = g.op("Unsqueeze", owner, g.op("Constant", value_t=torch.tensor([1])))
-        return g.op("ScatterND", base, index, values, reduction_s="add")
+    def _slot_bag(self, flat, weights, owner, per_title, offsets) -> torch.Tensor:
+        """The bag as the exported graph computes it (ONNX has no bag operator, and torch
+        writes embedding_bag as a loop over titles): each title's features and weights laid
+        into a (titles, longest) grid of slots, the slots' rows gathered, and each title's
+        weights times its rows as one batched MatMul. Every slot is written once, so no
+        scatter adds: ScatterND's add races on several threads (onnxruntime#18048; a title's
+        probabilities moved by up to 0.05 from one call to the next), and ScatterElements
+        adds an element at a time (600 µs, not 40, for one title of configs/fast.yaml)."""
+        n = per_title.shape[0]
+        longest = per_title.max()
+        rank = torch.arange(flat.shape[0], device=flat.device) - offsets[owner]
+        slot = owner * longest + rank
+        grid = torch.arange(n * longest, device=flat.device)  # dynamic in the graph: Range
+        slot_ids = torch.full_like(grid, self.pad_id).scatter(0, slot, flat)
+        slot_weights = torch.zeros_like(grid, dtype=weights.dtype).scatter(0, slot, weights)
+        rows = self.table.weight[slot_ids].view(n, -1, self.dim)
+        return torch.matmul(slot_weights.view(n, 1, -1), rows)[:, 0]  # no Squeeze: an If node
 
 
 def _is_ngram(ids: torch.Tensor, start: int, end: int) -> torch.Tensor:
