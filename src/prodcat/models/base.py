@@ -246,9 +246,10 @@ class TokenEmbedder(nn.Module):
             bags = input_ids.reshape(n * width, k)
             if torch.onnx.is_in_onnx_export():
                 # ONNX has no bag operator (torch writes embedding_bag as a loop): every
-                # slot's row, padding masked out, averaged.
-                used = (bags != self.pad_id).unsqueeze(-1).to(self.tokens.weight.dtype)
-                x = (self.tokens.weight[bags] * used).sum(1) / used.sum(1).clamp(min=1)
+                # slot's row, padding weighing 0, averaged by one batched MatMul.
+                used = (bags != self.pad_id).to(self.tokens.weight.dtype)
+                share = used / used.sum(1, keepdim=True).clamp(min=1)
+                x = torch.matmul(share.unsqueeze(1), self.tokens.weight[bags])
                 x = x.view(n, width, -1)
             else:
                 flat, offsets, _ = packed_bags(bags, self.pad_id)
