@@ -235,21 +235,24 @@ class NgramFeaturizer(VocabularyFeaturizer):
         ]
         return grams[: self.pieces_per_token - 1]
 
+    def gram_ids(self, word: str) -> list[int]:
+        """The model ids of `char_ngrams(word)`, on every path (the cache's and one title's):
+        each one's CRC-32 of its UTF-8 bytes, in the buckets after the vocabulary's rows."""
+        offset, buckets = len(self._fitted()), self.buckets
+        return [offset + zlib.crc32(g.encode("utf-8")) % buckets for g in self.char_ngrams(word)]
+
     def ids(self, names: list[str]) -> np.ndarray:
         words = self._fitted().remap_from(names)
         table = np.full((len(names), self.pieces_per_token), self.pad_id, dtype=np.int32)
         # An unseen word is its n-grams alone, as in fastText, not the shared [UNK] vector;
         # a piece the cache itself forgot ([UNK] in the file) has nothing else.
         table[:, 0] = np.where(words == self.unk_id, self.pad_id, words)
-        offset = len(self._fitted())
         for i, name in enumerate(names):
             if name in (PAD, UNK):
                 table[i, 0] = self.pad_id if name == PAD else self.unk_id
                 continue
-            grams = self.char_ngrams(name)
-            table[i, 1 : 1 + len(grams)] = [
-                offset + zlib.crc32(g.encode("utf-8")) % self.buckets for g in grams
-            ]
+            grams = self.gram_ids(name)
+            table[i, 1 : 1 + len(grams)] = grams
         return table
 
     def fit(self, names: list[str], counts: np.ndarray) -> None:
@@ -268,16 +271,13 @@ class NgramFeaturizer(VocabularyFeaturizer):
 
     def token_ids(self, index: dict[str, int]) -> Callable[[str], tuple[int, ...]]:
         unk, pad, k = self.unk_id, self.pad_id, self.pieces_per_token
-        offset, buckets = len(self._fitted()), self.buckets
 
         # Cached per token as well as per piece (TitleEncoder's): a word recurs in pieces that
         # differ (a comma, a slash), and hashing its n-grams is most of a new title's cost.
         @lru_cache(maxsize=1 << 16)
         def ids(token: str) -> tuple[int, ...]:
             word = index.get(token, unk)
-            grams = [
-                offset + zlib.crc32(g.encode("utf-8")) % buckets for g in self.char_ngrams(token)
-            ]
+            grams = self.gram_ids(token)
             return (pad if word == unk else word, *grams, *[pad] * (k - 1 - len(grams)))
 
         return ids
