@@ -241,21 +241,23 @@ class TokenEmbedder(nn.Module):
             words = input_ids.view(input_ids.shape[0], -1, k)
             hidden = torch.rand(words.shape[:2], device=input_ids.device) < self.word_dropout
             input_ids = words.masked_fill(hidden.unsqueeze(-1), self.pad_id).flatten(1)
-        if k > 1:
+        if k > 1 and torch.onnx.is_in_onnx_export():
+            # ONNX has no bag operator (torch writes embedding_bag as a loop): every slot's
+            # row, padding weighing 0, averaged by one batched MatMul; shapes of -1 rather than
+            # computed (each node costs a served title ~1 µs).
+            n = input_ids.shape[0]
+            bags = input_ids.reshape(-1, k)
+            used = (bags != self.pad_id).to(self.tokens.weight.dtype)
+            share = used / used.sum(1, keepdim=True).clamp(min=1)
+            x = torch.matmul(share.unsqueeze(1), self.tokens.weight[bags]).reshape(n, -1, self.dim)
+            input_ids = bags[:, 0].reshape(n, -1)  # the words, for their bigrams
+        elif k > 1:
             n, width = input_ids.shape[0], input_ids.shape[1] // k
             bags = input_ids.reshape(n * width, k)
-            if torch.onnx.is_in_onnx_export():
-                # ONNX has no bag operator (torch writes embedding_bag as a loop): every
-                # slot's row, padding weighing 0, averaged by one batched MatMul.
-                used = (bags != self.pad_id).to(self.tokens.weight.dtype)
-                share = used / used.sum(1, keepdim=True).clamp(min=1)
-                x = torch.matmul(share.unsqueeze(1), self.tokens.weight[bags])
-                x = x.view(n, width, -1)
-            else:
-                flat, offsets, _ = packed_bags(bags, self.pad_id)
-                x = nn.functional.embedding_bag(
-                    flat, self.tokens.weight, offsets, mode="mean", sparse=self.tokens.sparse
-                ).view(n, width, -1)
+            flat, offsets, _ = packed_bags(bags, self.pad_id)
+            x = nn.functional.embedding_bag(
+                flat, self.tokens.weight, offsets, mode="mean", sparse=self.tokens.sparse
+            ).view(n, width, -1)
             input_ids = bags[:, 0].view(n, width)  # the words, for their bigrams
         else:
             x = self.tokens(input_ids)

@@ -145,6 +145,10 @@ def quantize_int8(path: Path) -> None:
         for node in graph.graph.node
         if node.op_type in ("Gather", "MatMul", "Gemm") and any(i in large for i in node.input)
     ]
+    # A Gemm (every family's output layer) stays in 32 bits: the quantiser first rewrites it as
+    # a MatMul named NAME_MatMul, which this list does not name. Kept so on purpose: named too,
+    # the heads in 8 bits cut compact's title by ~3 µs, but tests/test_export.py's GRU (trained
+    # on 8,000 titles, unsure of many) then agreed with torch on 98.05 % of titles, not 99.35 %.
     if not nodes:
         return
     quantized = path.with_name(f"{path.name}.int8")
