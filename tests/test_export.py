@@ -231,6 +231,7 @@ def test_every_family_but_the_encoders_exports(name, titles, tmp_path):
         )
     inputs = [node.name for node in onnx_clf.session.get_inputs()]
     assert inputs[0] == "input_ids" and len(onnx_clf.feeds) == 1, inputs
+    assert path.stat().st_size > 0
     # No row is added to another by ScatterND: its reduction races on several threads
     # (onnxruntime#18048), and the same titles then get other probabilities on the next call.
     racing = [
